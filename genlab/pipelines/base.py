@@ -1,0 +1,79 @@
+"""What every genlab pipeline shares: input checks with clear errors and the conversion of outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+from ..errors import GenlabError, check_positive_int
+
+OUTPUT_TYPES = ("pil", "pt", "np")
+
+
+@dataclass
+class GenlabImageOutput(BaseOutput):
+    """images: list of PIL images, a (B, C, H, W) tensor in [0, 1] ("pt") or a (B, H, W, C) array ("np")."""
+
+    images: list[PIL.Image.Image] | torch.Tensor | np.ndarray
+
+
+class GenlabPipeline(DiffusionPipeline):
+    """Base class: validation helpers and output conversion. Subclasses implement __call__."""
+
+    @staticmethod
+    def check_steps(num_inference_steps) -> int:
+        return check_positive_int(num_inference_steps, "num_inference_steps")
+
+    @staticmethod
+    def check_output_type(output_type: str):
+        if output_type not in OUTPUT_TYPES:
+            raise GenlabError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+    @staticmethod
+    def resolve_class_labels(class_labels, num_classes: int, class_names: list | None, device) -> torch.Tensor:
+        """Turn an int, a name or a list of ints/names into a (B,) long tensor; unknown or out-of-range → GenlabError."""
+        if class_labels is None:
+            raise GenlabError("class_labels is required: pass a class id (0.."
+                              f"{num_classes - 1}) or a list of them")
+        if isinstance(class_labels, torch.Tensor):
+            class_labels = class_labels.reshape(-1).tolist()
+        if isinstance(class_labels, (int, str, np.integer)):
+            class_labels = [class_labels]
+        if len(class_labels) == 0:
+            raise GenlabError("class_labels is empty")
+        ids = []
+        for label in class_labels:
+            if isinstance(label, str):
+                names = list(class_names or [])
+                if label in names:
+                    ids.append(names.index(label))
+                    continue
+                if label.lstrip("-").isdigit():
+                    label = int(label)
+                else:
+                    raise GenlabError(f"unknown class name {label!r}; known classes: {names}")
+            if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+                raise GenlabError(f"class label must be an int or a class name, got {label!r}")
+            if not 0 <= int(label) < num_classes:
+                raise GenlabError(f"class label {int(label)} is out of range: this model has classes 0..{num_classes - 1}")
+            ids.append(int(label))
+        return torch.tensor(ids, dtype=torch.long, device=device)
+
+    @staticmethod
+    def to_output(images: torch.Tensor, output_type: str):
+        """images in [-1, 1] (B, C, H, W) -> the requested output type, values in [0, 1] / uint8 for PIL."""
+        images = (images.float().clamp(-1, 1) + 1) / 2
+        if output_type == "pt":
+            return images.cpu()
+        arr = images.permute(0, 2, 3, 1).cpu().numpy()
+        if output_type == "np":
+            return arr
+        arr = (arr * 255).round().astype("uint8")
+        if arr.shape[-1] == 1:
+            return [PIL.Image.fromarray(a[..., 0], mode="L") for a in arr]
+        return [PIL.Image.fromarray(a) for a in arr]

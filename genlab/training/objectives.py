@@ -1,0 +1,60 @@
+"""Training objectives: callables `objective(model, batch, generator) -> dict(loss=...)` used by the Trainer.
+
+An objective may hold frozen parts (a tokenizer that encodes images to latents); the Trainer moves it to the
+device and never optimises it. All randomness comes from `generator`, which the Trainer seeds from
+(seed, step, rank) so that resumed runs are exact.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..layers import drop_labels
+from ..schedulers import FlowMatchScheduler
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a DDP / compiled wrapper."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Gaussian noise shaped like x, drawn from a CPU generator and moved to x's device (device independent)."""
+    return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+
+
+class FlowMatchingObjective(nn.Module):
+    """Class-conditional flow matching: x_t = t x + (1 - t) e, target v = x - e, label dropout for CFG."""
+
+    def __init__(self, scheduler: FlowMatchScheduler, tokenizer: nn.Module | None = None, label_dropout: float = 0.1):
+        super().__init__()
+        self.scheduler = scheduler
+        self.tokenizer = tokenizer.requires_grad_(False).eval() if tokenizer is not None else None
+        self.label_dropout = label_dropout
+
+    def forward(self, model, batch, generator=None):
+        x = batch["pixel_values"]
+        if self.tokenizer is not None:
+            with torch.no_grad():
+                x = self.tokenizer.encode(x)
+        labels = batch["class_labels"]
+        null_class = unwrap(model).config.num_classes
+        labels = drop_labels(labels, self.label_dropout, null_class, generator)
+        t = self.scheduler.sample_t(x.shape[0], generator).to(x.device)
+        noise = randn_like(x, generator)
+        x_t = self.scheduler.add_noise(x, noise, t)
+        v = model(x_t, t, labels)
+        loss = F.mse_loss(v.float(), self.scheduler.velocity_target(x, noise).float())
+        return {"loss": loss}
+
+
+class TokenizerObjective(nn.Module):
+    """Trains an image tokenizer: its forward() is the training forward and returns its loss dict
+    (reconstruction + KL or VQ terms). Calling through `model(...)` keeps DDP's gradient hooks in the path."""
+
+    def forward(self, model, batch, generator=None):
+        return model(batch["pixel_values"], generator=generator)
