@@ -9,6 +9,7 @@
 import importlib
 
 import diffusers
+from diffusers import ModelMixin, SchedulerMixin  # diffusers looks these up on a library to pick its load method
 
 from .errors import GenlabError
 from .pipelines import PIPELINES
@@ -17,6 +18,15 @@ __version__ = "0.1.0"
 
 for _cls in PIPELINES:
     setattr(diffusers, _cls.__name__, _cls)
+
+# Make "genlab" a library diffusers knows how to save and load (like "transformers"), so model_index.json records
+# components as ["genlab", "DiTModel"] rather than the defining submodule's path, and loading resolves them as
+# attributes of `genlab`. Components are diffusers ModelMixin / SchedulerMixin subclasses.
+_loading = diffusers.pipelines.pipeline_loading_utils
+_loading.LOADABLE_CLASSES.setdefault("genlab", {
+    "ModelMixin": ["save_pretrained", "from_pretrained"],
+    "SchedulerMixin": ["save_pretrained", "from_pretrained"],
+})
 
 # attribute -> submodule that defines it (resolved on first access)
 _LAZY = {
@@ -47,4 +57,4 @@ def __dir__():
     return sorted(list(globals()) + list(_LAZY))
 
 
-__all__ = ["GenlabError", "__version__", *_LAZY]
+__all__ = ["GenlabError", "ModelMixin", "SchedulerMixin", "__version__", *_LAZY]

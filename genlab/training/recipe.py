@@ -79,7 +79,7 @@ def build_tokenizer(spec: dict | None, channels: int):
     if kind not in TOKENIZERS:
         raise GenlabError(f"unknown tokenizer type {kind!r}; choose from {sorted(TOKENIZERS)}")
     cls = TOKENIZERS[kind]
-    spec.setdefault("in_channels" if kind != "pixels" else "channels", channels)
+    spec.setdefault("in_channels", channels)
     preset = spec.pop("preset", None)
     return cls.from_preset(preset, **spec) if preset else cls(**spec)
 
