@@ -77,7 +77,8 @@ def cmd_train(args) -> int:
     recipe = load_recipe(args.recipe, overrides)
     output_dir = args.output_dir or os.path.join("pipelines", recipe["name"])
     summary = run_recipe(recipe, output_dir, args.run_dir, resume=not args.no_resume)
-    print(f"trained {recipe['name']} for {summary.get('step')} steps; saved to {output_dir}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"trained {recipe['name']} for {summary.get('step')} steps; saved to {output_dir}")
     return 0
 
 
@@ -129,7 +130,17 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
 
 def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # genlab never downloads; fail fast instead of retrying the hub
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        from .training.launch import relaunch_cpu_workers, requested_cpu_processes
+
+        workers = requested_cpu_processes()
+        if workers and workers > 1:  # `accelerate launch --cpu --num_processes N` started only this one process
+            return relaunch_cpu_workers(workers, argv)
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars; sampling keeps its own bar
     try:
         return COMMANDS[args.command](args)
     except GenlabError as e:

@@ -60,7 +60,7 @@ class GenlabModel(ModelMixin, ConfigMixin):
         if not os.path.isfile(weights):
             raise GenlabError(f"{cls.__name__}: missing weights file {weights}")
         check_safetensors_file(weights)
-        kwargs.setdefault("low_cpu_mem_usage", False)
+        cls.check_weights_match_config(folder, weights)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
@@ -70,6 +70,39 @@ class GenlabModel(ModelMixin, ConfigMixin):
             raise GenlabError(
                 f"{cls.__name__}: weights in {folder} do not match its config.json ({first.strip()[:300]})"
             ) from None
+
+    @classmethod
+    def check_weights_match_config(cls, folder: str, weights: str) -> None:
+        """Compare tensor names and shapes in the weights file with the model config.json describes.
+
+        diffusers only warns about missing keys and leaves those parameters uninitialised, so a config edited
+        to a deeper model would silently sample garbage; here it is an error."""
+        import torch
+
+        try:
+            with torch.device("meta"):
+                model = cls.from_config(cls.load_config(folder))
+        except GenlabError:
+            raise
+        except Exception as e:
+            raise GenlabError(f"{cls.__name__}: config.json in {folder} is invalid ({str(e).splitlines()[0][:200]})") from None
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        with open(weights, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        found = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        missing = sorted(set(expected) - set(found))
+        unexpected = sorted(set(found) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+        if missing or unexpected or wrong:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+            if wrong:
+                parts.append(f"{len(wrong)} of another shape (e.g. {wrong[0]}: file {found[wrong[0]]}, "
+                             f"config {expected[wrong[0]]})")
+            raise GenlabError(f"{cls.__name__}: weights in {folder} do not match its config.json: " + ", ".join(parts))
 
     @property
     def num_parameters(self) -> int:
