@@ -1,0 +1,179 @@
+"""Evaluation metrics on images in [-1, 1]: class accuracy, classifier Fréchet distance, PSNR and SSIM."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from ..errors import GenlabError, check_positive_int
+from .classifier import FeatureClassifier, load_classifier
+
+
+def _check_images(images, name: str = "images") -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise GenlabError(f"{name} must be a tensor of shape (B, C, H, W), got {shape}")
+    if images.shape[0] == 0:
+        raise GenlabError(f"{name} is empty")
+    if not images.is_floating_point():
+        raise GenlabError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}")
+    # A diverged generator yields NaNs; a metric silently reporting nan would hide that.
+    if not torch.isfinite(images).all():
+        raise GenlabError(f"{name} contain NaN or inf values")
+    return images
+
+
+def _get_classifier(classifier) -> FeatureClassifier:
+    # A data-set name is accepted for convenience: metrics(..., classifier="digits").
+    if isinstance(classifier, str):
+        return load_classifier(classifier)
+    if not isinstance(classifier, FeatureClassifier):
+        raise GenlabError(
+            f"classifier must be a FeatureClassifier or a data-set name, got {type(classifier).__name__}"
+        )
+    return classifier
+
+
+@torch.no_grad()
+def _batched(fn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([fn(images[i : i + batch_size]).cpu() for i in range(0, len(images), batch_size)])
+
+
+def class_accuracy(images, labels, classifier, batch_size: int = 256) -> float:
+    """Fraction in [0, 1] of ``images`` that ``classifier`` (a FeatureClassifier or shipped name) assigns ``labels``."""
+    images = _check_images(images)
+    classifier = _get_classifier(classifier)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise GenlabError(
+            f"labels must have shape ({len(images)},) to match the images, got {tuple(labels.shape)}"
+        )
+    n = classifier.config.num_classes
+    if labels.numel() and (labels.min() < 0 or labels.max() >= n):
+        raise GenlabError(
+            f"labels must lie in [0, {n - 1}] for this classifier, got {labels.min().item()}..{labels.max().item()}"
+        )
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        pred = _batched(classifier, images, batch_size).argmax(dim=1)
+    finally:
+        classifier.train(was_training)
+    return (pred == labels.cpu().long()).double().mean().item()
+
+
+class _FeatureExtractor(nn.Module):
+    """Adapter that lets torchmetrics' FID use a FeatureClassifier as its feature network.
+
+    torchmetrics accepts any nn.Module as ``feature``; it reads the feature size from ``num_features`` (else it
+    would probe the module with a dummy 299 px image) and, for a custom module, passes the images through
+    unchanged: ``normalize`` only rescales inputs for its own Inception net. Images therefore stay in [-1, 1],
+    which is what the classifier was trained on. Features are returned in float64 so that torchmetrics keeps the
+    final value in float64 (it casts the result back to the features' dtype).
+    """
+
+    def __init__(self, classifier: FeatureClassifier):
+        super().__init__()
+        self.classifier = classifier
+        self.num_features = classifier.config.feature_dim
+
+    def train(self, mode: bool = True):
+        # Batch-norm statistics must never follow the scored images, whatever mode the metric is put in.
+        super().train(mode)
+        self.classifier.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(images).double()
+
+
+def frechet_distance(real_images, fake_images, classifier, batch_size: int = 256) -> float:
+    """Classifier Fréchet distance between two image sets in [-1, 1].
+
+    This is FID's formula (torchmetrics' FrechetInceptionDistance, float64 statistics) computed on the penultimate
+    features of genlab's own small classifier (``load_classifier(name)``), NOT on Inception-v3 features: values are
+    comparable only between runs scored with the same genlab classifier, never with published FID numbers. Lower
+    is better; two samples of the same distribution score close to 0 (small sets are biased upwards, so compare
+    runs at equal set sizes). Both sets need at least 2 images; they may differ in size and resolution.
+    """
+    real_images = _check_images(real_images, "real_images")
+    fake_images = _check_images(fake_images, "fake_images")
+    if len(real_images) < 2 or len(fake_images) < 2:
+        raise GenlabError(
+            f"frechet_distance needs at least 2 real and 2 fake images, got {len(real_images)} and {len(fake_images)}"
+        )
+    classifier = _get_classifier(classifier)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    was_training = classifier.training
+    extractor = _FeatureExtractor(classifier)
+    # normalize=True documents that inputs are floats, not uint8; with a custom module torchmetrics does not rescale.
+    metric = FrechetInceptionDistance(feature=extractor, normalize=True, reset_real_features=True)
+    metric.to(next(classifier.parameters()).device)
+    try:
+        metric.eval()
+        with torch.no_grad():
+            for images, real in ((real_images, True), (fake_images, False)):
+                for i in range(0, len(images), batch_size):
+                    metric.update(images[i : i + batch_size], real=real)
+            value = metric.compute()
+    finally:
+        classifier.train(was_training)
+    # Rounding can leave tiny negative values for identical sets; a distance is never negative.
+    return max(float(value), 0.0)
+
+
+def _check_pair(a, b):
+    a = _check_images(a, "a")
+    b = _check_images(b, "b")
+    if a.shape != b.shape:
+        raise GenlabError(
+            f"images to compare must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    # torchmetrics' image metrics take data_range on [0, 1]; genlab images live in [-1, 1].
+    return (a.double() + 1) / 2, (b.double().to(a.device) + 1) / 2
+
+
+def psnr(a, b) -> float:
+    """Peak signal-to-noise ratio in dB of images ``a`` vs ``b`` in [-1, 1] (one MSE over the whole batch).
+
+    Identical images give ``inf``.
+    """
+    a, b = _check_pair(a, b)
+    return float(peak_signal_noise_ratio(a, b, data_range=1.0))
+
+
+def ssim(a, b) -> float:
+    """Mean structural similarity of images ``a`` vs ``b`` in [-1, 1]; 1.0 for identical images.
+
+    Uses torchmetrics' Gaussian 11x11 window, shrunk to the largest odd size that fits images smaller than 11 px.
+    """
+    a, b = _check_pair(a, b)
+    size = min(a.shape[-2:])
+    kernel = min(11, size if size % 2 else size - 1)
+    if kernel < 3:
+        raise GenlabError(f"ssim needs images of at least 3x3 pixels, got {tuple(a.shape[-2:])}")
+    return float(
+        structural_similarity_index_measure(a, b, data_range=1.0, kernel_size=kernel, sigma=1.5 * kernel / 11)
+    )
+
+
+def real_reference(
+    dataset_name: str, split: str = "test", n: int | None = None, image_size: int | None = None, seed: int = 0
+) -> torch.Tensor:
+    """Real images (N, C, H, W) in [-1, 1] of a data set, as the reference set for ``frechet_distance``.
+
+    ``n`` draws a random subset (fixed by ``seed``) rather than the first images, which may be ordered by class.
+    """
+    from ..data import load_dataset
+
+    images = load_dataset(dataset_name, split=split, image_size=image_size, seed=seed).images
+    if n is None:
+        return images
+    n = check_positive_int(n, "n")
+    if n > len(images):
+        raise GenlabError(f"n={n} exceeds the {len(images)} images of {dataset_name} {split}")
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return images[idx.sort().values]
