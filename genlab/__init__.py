@@ -31,6 +31,8 @@ _loading.LOADABLE_CLASSES.setdefault("genlab", {
 # attribute -> submodule that defines it (resolved on first access)
 _LAZY = {
     "DiTModel": "genlab.models",
+    "DDTModel": "genlab.models",
+    "ReusePolicy": "genlab.acceleration",
     "FlowMatchScheduler": "genlab.schedulers",
     "GuidanceSchedule": "genlab.schedulers",
     "PixelTokenizer": "genlab.tokenizers",

@@ -150,3 +150,15 @@ def test_accelerate_launch_two_processes_trains_and_checkpoints(tmp_path):
     state = json.loads((tmp_path / "run" / "checkpoints" / "step-000004" / "trainer_state.json").read_text())
     assert state["num_processes"] == 2
     assert (tmp_path / "pipe" / "model_index.json").is_file()
+
+
+def test_train_and_eval_a_tokenizer_reports_psnr(tmp_path, capsys):
+    """Tokenizer recipes train through the same trainer; `genlab eval` reports reconstruction PSNR/SSIM."""
+    out = tmp_path / "kl"
+    code, _, _ = run_cli(capsys, "train", "kl-fashion", "--data", "digits", "--steps", 2, "--batch-size", 8,
+                         "--output-dir", out, "--run-dir", tmp_path / "run")
+    assert code == 0
+    code, stdout, _ = run_cli(capsys, "eval", out, "--dataset", "digits", "--json")
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["images"] == 359 and 0 < result["psnr"] < 60 and -1 <= result["ssim"] <= 1

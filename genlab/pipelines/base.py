@@ -9,8 +9,10 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import GenlabError, check_positive_int
+from ..schedulers import GuidanceSchedule
 
 OUTPUT_TYPES = ("pil", "pt", "np")
 
@@ -63,6 +65,24 @@ class GenlabPipeline(DiffusionPipeline):
                 raise GenlabError(f"class label {int(label)} is out of range: this model has classes 0..{num_classes - 1}")
             ids.append(int(label))
         return torch.tensor(ids, dtype=torch.long, device=device)
+
+    @staticmethod
+    def guidance_schedule(guidance_scale, guidance_interval) -> GuidanceSchedule:
+        """CFG scale everywhere, or only for lo < t < hi when an interval (lo, hi) is given (t = 0 noise)."""
+        try:
+            return GuidanceSchedule(float(guidance_scale), "interval" if guidance_interval else "constant",
+                                    tuple(guidance_interval) if guidance_interval else (0.0, 1.0))
+        except (TypeError, ValueError) as e:
+            raise GenlabError(str(e)) from None
+
+    @staticmethod
+    def prepare_latents(shape: tuple, generator, latents, device, dtype) -> torch.Tensor:
+        """The initial noise: drawn from `generator`, or the caller's `latents` after a shape check."""
+        if latents is None:
+            return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if tuple(latents.shape) != tuple(shape):
+            raise GenlabError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
+        return latents.to(device=device, dtype=dtype)
 
     @staticmethod
     def to_output(images: torch.Tensor, output_type: str):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
-from ..errors import GenlabError
 from ..schedulers import GuidanceSchedule, apply_cfg
 from .base import GenlabImageOutput, GenlabPipeline
 
@@ -49,18 +47,9 @@ class FlowDiTPipeline(GenlabPipeline):
         cfg = self.transformer.config
         device = self._execution_device
         labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
-        try:
-            guidance = GuidanceSchedule(float(guidance_scale), "interval" if guidance_interval else "constant",
-                                        tuple(guidance_interval) if guidance_interval else (0.0, 1.0))
-        except (TypeError, ValueError) as e:
-            raise GenlabError(str(e)) from None
+        guidance = self.guidance_schedule(guidance_scale, guidance_interval)
         shape = (len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        if latents is None:
-            x = randn_tensor(shape, generator=generator, device=device, dtype=self.transformer.dtype)
-        else:
-            if tuple(latents.shape) != shape:
-                raise GenlabError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-            x = latents.to(device=device, dtype=self.transformer.dtype)
+        x = self.prepare_latents(shape, generator, latents, device, self.transformer.dtype)
 
         self.scheduler.set_timesteps(steps, device=device)
         for t in self.progress_bar(self.scheduler.timesteps):

@@ -48,6 +48,8 @@ class FlowMatchingObjective(nn.Module):
         noise = randn_like(x, generator)
         x_t = self.scheduler.add_noise(x, noise, t)
         v = model(x_t, t, labels)
+        if isinstance(v, tuple):  # DDT-style models also return their self-condition z: (velocity, z)
+            v = v[0]
         loss = F.mse_loss(v.float(), self.scheduler.velocity_target(x, noise).float())
         return {"loss": loss}
 

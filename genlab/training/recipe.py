@@ -92,10 +92,15 @@ def build_train_config(spec: dict):
 
 # ---------------------------------------------------------------- builders
 class FlowDiTBuilder:
-    """kind: flow_dit — a class-conditional DiT trained with flow matching, saved as a FlowDiTPipeline."""
+    """kind: flow_dit — a class-conditional DiT trained with flow matching, saved as a FlowDiTPipeline.
+
+    Subclasses for other flow-matching transformers only name their model and pipeline classes."""
+
+    model_class = "DiTModel"  # names in genlab.models / genlab.pipelines, resolved when a builder is made
+    pipeline_class = "FlowDiTPipeline"
 
     def __init__(self, recipe: dict):
-        from ..models import DiTModel
+        from .. import models
         from ..schedulers import FlowMatchScheduler
         from .objectives import FlowMatchingObjective
 
@@ -107,16 +112,18 @@ class FlowDiTBuilder:
         preset = spec.pop("preset", None)
         spec.update(sample_size=h, in_channels=c, num_classes=self.dataset.num_classes,
                     class_names=list(self.dataset.class_names))
-        self.model = DiTModel.from_preset(preset, **spec) if preset else DiTModel(**spec)
+        model_cls = getattr(models, self.model_class)
+        self.model = model_cls.from_preset(preset, **spec) if preset else model_cls(**spec)
         self.scheduler = FlowMatchScheduler(**recipe.get("scheduler", {}))
         obj = dict(recipe.get("objective", {}))
         self.objective = FlowMatchingObjective(self.scheduler, self.tokenizer, label_dropout=obj.get("label_dropout", 0.1))
         self.sample_args = dict(recipe.get("sample", {}))
 
     def pipeline(self, model):
-        from ..pipelines import FlowDiTPipeline
+        from .. import pipelines
 
-        return FlowDiTPipeline(transformer=model, scheduler=self.scheduler, image_tokenizer=self.tokenizer)
+        pipeline_cls = getattr(pipelines, self.pipeline_class)
+        return pipeline_cls(transformer=model, scheduler=self.scheduler, image_tokenizer=self.tokenizer)
 
     def sample_fn(self, model, step):
         """A grid with two samples of every class, for the periodic training previews."""
@@ -132,6 +139,14 @@ class FlowDiTBuilder:
 
     def save(self, model, output_dir: str):
         self.pipeline(model).save_pretrained(output_dir)
+
+
+class FlowDDTBuilder(FlowDiTBuilder):
+    """kind: flow_ddt — a class-conditional DDT (condition encoder + velocity decoder) trained with flow matching,
+    saved as a DDTPipeline. The recipe's `sample` section may set the sharing policy of the training previews."""
+
+    model_class = "DDTModel"
+    pipeline_class = "DDTPipeline"
 
 
 class TokenizerBuilder:
@@ -162,7 +177,7 @@ class TokenizerBuilder:
         model.save_pretrained(output_dir)
 
 
-BUILDERS = {"flow_dit": FlowDiTBuilder, "tokenizer": TokenizerBuilder}
+BUILDERS = {"flow_dit": FlowDiTBuilder, "flow_ddt": FlowDDTBuilder, "tokenizer": TokenizerBuilder}
 
 
 def run_recipe(recipe: dict, output_dir: str, run_dir: str | None = None, resume: bool = True,

@@ -1,0 +1,106 @@
+"""DDT: Decoupled Diffusion Transformer (Wang et al., arXiv 2504.05741), a DiT split into two stacks.
+
+* condition encoder: E adaLN blocks on the tokens of its own patch embedder (`s_embedder`), modulated per sample by
+  c = SiLU(t_emb + y_emb); its output h_E becomes the token-wise self-condition z = SiLU(t_emb + h_E) (no final norm);
+* velocity decoder: D adaLN blocks on the tokens of a second patch embedder (`x_embedder`) of the same noisy input,
+  modulated **per token** by z, followed by the final layer (also modulated per token by z).
+
+The decoder never sees the label and sees t only through z, so a z reused from an earlier sampling step carries that
+step's t: this is the method (encoder sharing, see genlab.acceleration.sharing), not a bug to fix. Encoder tokens
+never enter the decoder's token stream; the two stacks are coupled only through adaLN.
+
+State-dict keys follow the official code (`blocks.i` numbers the encoder blocks first, then the decoder blocks), so
+released checkpoints map one to one. Blocks keep PyTorch's default init for their adaLN projections (only the final
+layer is zeroed, so the model outputs exactly 0 at init); there is no global xavier pass.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import register_to_config
+
+from ..errors import GenlabError
+from ..layers import AdaLNBlock, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder, unpatchify
+from ..modeling import GenlabModel
+from .common import PatchTransformerMixin, check_patch_transformer_config
+
+DDT_PRESETS = {
+    # test/tiny/small: genlab's CPU presets (spec §10); B/L/XL: the paper's splits (App. A), 130.26M/457.65M/674.65M
+    # parameters at patch 2 on a 4-channel latent with 1000 classes.
+    "test": dict(hidden_size=64, num_encoder_layers=3, num_decoder_layers=1, num_heads=4),
+    "tiny": dict(hidden_size=192, num_encoder_layers=6, num_decoder_layers=2, num_heads=6),
+    "small": dict(hidden_size=256, num_encoder_layers=8, num_decoder_layers=4, num_heads=8),
+    "B": dict(hidden_size=768, num_encoder_layers=8, num_decoder_layers=4, num_heads=12),
+    "L": dict(hidden_size=1024, num_encoder_layers=20, num_decoder_layers=4, num_heads=16),
+    "XL": dict(hidden_size=1152, num_encoder_layers=22, num_decoder_layers=6, num_heads=16),
+}
+
+
+class DDTModel(PatchTransformerMixin, GenlabModel):
+    """forward(x_t, t, class_labels, z=None) -> (velocity, z). Pass the z of an earlier call to skip the encoder."""
+
+    PRESETS, PRESET_FAMILY = DDT_PRESETS, "DDT"
+
+    @register_to_config
+    def __init__(self, sample_size: int = 32, in_channels: int = 1, patch_size: int = 4, hidden_size: int = 192,
+                 num_encoder_layers: int = 6, num_decoder_layers: int = 2, num_heads: int = 6, mlp_ratio: float = 4.0,
+                 num_classes: int = 10, class_names: list | None = None, rope_span: float | None = 16.0,
+                 rope_theta: float = 10000.0, time_max_period: float = 10.0):
+        super().__init__()
+        check_patch_transformer_config(sample_size, patch_size, hidden_size, num_heads, num_classes, class_names)
+        if num_encoder_layers < 1 or num_decoder_layers < 1:
+            raise GenlabError(f"DDT needs at least one encoder and one decoder block, got "
+                              f"{num_encoder_layers}En{num_decoder_layers}De")
+        patch_features = in_channels * patch_size * patch_size
+        self.s_embedder = PatchEmbed(in_channels, patch_size, hidden_size)  # encoder input
+        self.x_embedder = PatchEmbed(in_channels, patch_size, hidden_size)  # decoder input: same patches, own weights
+        self.t_embedder = TimestepEmbedder(hidden_size, max_period=time_max_period)
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size)
+        # One list, encoder blocks first: the official checkpoint layout.
+        self.blocks = nn.ModuleList(
+            AdaLNBlock(hidden_size, num_heads, mlp_ratio, zero_init=False)
+            for _ in range(num_encoder_layers + num_decoder_layers)
+        )
+        self.final_layer = FinalLayer(hidden_size, patch_features)
+
+    @property
+    def encoder_blocks(self) -> list[nn.Module]:
+        return list(self.blocks[: self.config.num_encoder_layers])
+
+    @property
+    def decoder_blocks(self) -> list[nn.Module]:
+        return list(self.blocks[self.config.num_encoder_layers:])
+
+    def encode(self, x: torch.Tensor, t_emb: torch.Tensor, class_labels: torch.Tensor, rope: torch.Tensor):
+        """Condition encoder: noisy input -> self-condition z (B, N, D). t_emb is (B, 1, D)."""
+        c = F.silu(t_emb + self.y_embedder(class_labels)[:, None])  # per sample
+        h = self.s_embedder(x)
+        for block in self.encoder_blocks:
+            h = block(h, c, rope)
+        return F.silu(t_emb + h)  # no norm on h_E (official)
+
+    def decode(self, x: torch.Tensor, z: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """Velocity decoder: noisy input and per-token condition z -> velocity (B, C, H, W)."""
+        H, W = x.shape[-2:]
+        h = self.x_embedder(x)
+        for block in self.decoder_blocks:
+            h = block(h, z, rope)
+        return unpatchify(self.final_layer(h, z), self.config.patch_size, H, W)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor,
+                z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, C, H, W) noisy input x_t; t: (B,) in [0, 1] (0 = noise); class_labels: (B,) long (num_classes =
+        no class); z: (B, N, D) self-condition from an earlier call, or None to run the encoder.
+        Returns (velocity shaped like x, z). With z given, t and class_labels are not used."""
+        self.check_inputs(x, t, class_labels)
+        p = self.config.patch_size
+        gh, gw = x.shape[2] // p, x.shape[3] // p
+        rope = self.rope(gh, gw)
+        if z is None:
+            z = self.encode(x, self.t_embedder(t)[:, None], class_labels, rope)
+        elif z.shape != (x.shape[0], gh * gw, self.config.hidden_size):
+            raise GenlabError(f"z must have shape {(x.shape[0], gh * gw, self.config.hidden_size)} for this x, "
+                              f"got {tuple(z.shape)}")
+        return self.decode(x, z, rope), z
