@@ -32,6 +32,8 @@ _loading.LOADABLE_CLASSES.setdefault("genlab", {
 _LAZY = {
     "DiTModel": "genlab.models",
     "DDTModel": "genlab.models",
+    "ARModel": "genlab.models",
+    "NARModel": "genlab.models",
     "ReusePolicy": "genlab.acceleration",
     "FlowMatchScheduler": "genlab.schedulers",
     "GuidanceSchedule": "genlab.schedulers",

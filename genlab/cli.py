@@ -94,6 +94,7 @@ def sampling_defaults(path: str, steps, guidance):
 def cmd_sample(args) -> int:
     import torch
 
+    from .eval.runner import takes_steps
     from .pipelines.loading import load_pipeline
     from .utils import image_grid
 
@@ -105,7 +106,11 @@ def cmd_sample(args) -> int:
     labels = [int(x) if isinstance(x, str) and x.lstrip("-").isdigit() else x for x in labels]
     labels = [x for x in labels for _ in range(args.num_per_label)]
     extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
-    images = pipe(class_labels=labels, num_inference_steps=steps, guidance_scale=guidance,
+    if takes_steps(pipe):
+        extra["num_inference_steps"] = steps
+    elif args.steps is not None:  # token AR pipelines: the step count is fixed by the model's decoding order
+        raise GenlabError(f"{type(pipe).__name__} has no --steps: its number of forward passes is fixed by its order")
+    images = pipe(class_labels=labels, guidance_scale=guidance,
                   generator=torch.Generator().manual_seed(args.seed), **extra).images
     image_grid(images, rows=len(labels) // args.num_per_label).save(args.out)
     print(f"wrote {len(images)} samples to {args.out}")

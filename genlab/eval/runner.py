@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 
@@ -20,16 +21,23 @@ def evaluate_path(path: str, dataset: str | None = None, **kwargs) -> dict:
     raise GenlabError(f"{path} holds neither a pipeline (model_index.json) nor a tokenizer (config.json)")
 
 
+def takes_steps(pipe) -> bool:
+    """False for pipelines whose number of forward passes is fixed (token AR: ARPipeline, NARPipeline)."""
+    return "num_inference_steps" in inspect.signature(pipe.__call__).parameters
+
+
 def generate_balanced(pipe, num_classes: int, num_samples: int, steps: int, guidance: float, seed: int,
                       batch_size: int = 100, **call_args) -> tuple[torch.Tensor, torch.Tensor]:
     """num_samples images with labels 0,1,..,K-1,0,1,.. from one seeded generator; images in [-1, 1]."""
     labels = torch.arange(num_samples) % num_classes
     generator = torch.Generator().manual_seed(seed)
     pipe.set_progress_bar_config(disable=True)
+    if takes_steps(pipe):
+        call_args["num_inference_steps"] = steps
     out = []
     for start in range(0, num_samples, batch_size):
         batch = labels[start:start + batch_size].tolist()
-        images = pipe(class_labels=batch, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+        images = pipe(class_labels=batch, guidance_scale=guidance, generator=generator,
                       output_type="pt", **call_args).images
         out.append(images * 2 - 1)
     return torch.cat(out), labels
@@ -50,6 +58,8 @@ def evaluate_pipeline(path: str, dataset: str | None = None, num_samples: int = 
     extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
     classifier = load_classifier(dataset)
     pipe = load_pipeline(path)
+    if not takes_steps(pipe):  # token AR pipelines: the forward passes are fixed by the decoding order
+        steps = len(pipe.transformer.levels)
     num_classes = pipe.transformer.config.num_classes
     start = time.perf_counter()
     fakes, labels = generate_balanced(pipe, num_classes, num_samples, steps, guidance, seed, batch_size, **extra)

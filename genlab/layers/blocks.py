@@ -31,9 +31,10 @@ class SwiGLU(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """qkv without bias, per-head RMSNorm on q and k before RoPE, output projection with bias."""
+    """qkv without bias, per-head RMSNorm on q and k before RoPE, output projection with bias unless proj_bias=False
+    (TransformerBlock, as LlamaGen)."""
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, proj_bias: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
@@ -41,14 +42,20 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                cache=None, positions: torch.Tensor | None = None):
+        """x (B, N, D); rope (N, head_dim/2) for these N tokens; mask (N, N_k) boolean, True = may attend.
+        With a KVCache, the new keys/values are written at sequence `positions` (N,) and the queries attend to the
+        whole cache (N_k = cache length; the mask must hide unwritten slots)."""
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
+        if cache is not None:
+            k, v = cache.update(k, v, positions)
         out = attention(q, k, v, mask)
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
@@ -82,6 +89,29 @@ class AdaLNBlock(nn.Module):
         x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope, mask)
         x = x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x
+
+
+class TransformerBlock(nn.Module):
+    """Plain pre-norm (Llama / LlamaGen) block: x + attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)).
+
+    Attention takes any boolean mask and optional RoPE; with `cache` (a KVCache) and `positions` it decodes
+    incrementally. `dropout` is applied to both residual branches (LlamaGen's resid/FFN dropout). The SwiGLU width
+    is floor(2 r D / 3) rounded up to a multiple of `ffn_multiple_of` (LlamaGen: 256). No biases.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False,
+                 norm_eps: float = 1e-5, dropout: float = 0.0, ffn_multiple_of: int = 1):
+        super().__init__()
+        self.attention_norm = nn.RMSNorm(dim, eps=norm_eps)
+        self.attn = SelfAttention(dim, num_heads, qk_norm, proj_bias=False)
+        self.ffn_norm = nn.RMSNorm(dim, eps=norm_eps)
+        hidden = swiglu_hidden_size(dim, mlp_ratio)
+        self.mlp = SwiGLU(dim, -(-hidden // ffn_multiple_of) * ffn_multiple_of)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, rope=None, mask=None, cache=None, positions=None):
+        x = x + self.dropout(self.attn(self.attention_norm(x), rope, mask, cache, positions))
+        return x + self.dropout(self.mlp(self.ffn_norm(x)))
 
 
 class FinalLayer(nn.Module):

@@ -48,3 +48,19 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     out = torch.view_as_real(xc * freqs.to(x.device)).flatten(-2)
     return out.to(x.dtype)
+
+
+def sequence_rope(grid: tuple[int, ...], head_dim: int, num_cond: int = 1, cond_rope: str = "zero",
+                  theta: float = 10000.0, span: float | None = None) -> torch.Tensor:
+    """RoPE table (C + N, head_dim // 2) for the sequence [C cond tokens | grid tokens row-major].
+
+    The grid part is `rope_frequencies(grid, ...)` (integer positions when span is None, as in LlamaGen). Cond rows
+    are all zero with cond_rope="zero" (LlamaGen/NAR: the cond token's q and k become 0 — needed for weight
+    parity) or the identity rotation with cond_rope="identity".
+    """
+    if cond_rope not in ("zero", "identity"):
+        raise GenlabError(f"cond_rope must be 'zero' or 'identity', got {cond_rope!r}")
+    grid_part = rope_frequencies(tuple(grid), head_dim, theta, span)
+    fill = torch.zeros if cond_rope == "zero" else torch.ones
+    cond = fill(num_cond, head_dim // 2, dtype=torch.complex64)
+    return torch.cat([cond, grid_part])

@@ -60,3 +60,30 @@ class TokenizerObjective(nn.Module):
 
     def forward(self, model, batch, generator=None):
         return model(batch["pixel_values"], generator=generator)
+
+
+class ARTokensObjective(nn.Module):
+    """ar_tokens: cross-entropy of a token AR model (ARModel, NARModel) on the VQ ids of the images.
+
+    The frozen VQ `tokenizer` encodes pixel_values to (B, h, w) ids; labels are replaced by the null class with
+    probability `label_dropout` (CFG); the model gets the unshifted ids and returns (B, N, V) logits aligned with
+    them (for NAR: the mixed logits, so the heads are trained only through their average — NAR spec pitfall 1).
+    """
+
+    def __init__(self, tokenizer: nn.Module, label_dropout: float = 0.1):
+        super().__init__()
+        self.tokenizer = tokenizer.requires_grad_(False).eval()
+        self.label_dropout = label_dropout
+
+    def forward(self, model, batch, generator=None):
+        with torch.no_grad():
+            ids = self.tokenizer.encode(batch["pixel_values"])
+        ids = ids.reshape(ids.shape[0], -1)
+        bare = unwrap(model)
+        labels = drop_labels(batch["class_labels"], self.label_dropout, bare.config.num_classes, generator)
+        logits = model(ids, labels)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids.reshape(-1))
+        return {"loss": loss}
+
+
+OBJECTIVES = {"flow_matching": FlowMatchingObjective, "ar_tokens": ARTokensObjective, "tokenizer": TokenizerObjective}

@@ -94,36 +94,48 @@ def build_train_config(spec: dict):
 class FlowDiTBuilder:
     """kind: flow_dit — a class-conditional DiT trained with flow matching, saved as a FlowDiTPipeline.
 
-    Subclasses for other flow-matching transformers only name their model and pipeline classes."""
+    Subclasses for other flow-matching transformers only name their model and pipeline classes; other model
+    families also override the hooks data_config, build_objective and pipeline_components."""
 
     model_class = "DiTModel"  # names in genlab.models / genlab.pipelines, resolved when a builder is made
     pipeline_class = "FlowDiTPipeline"
 
     def __init__(self, recipe: dict):
         from .. import models
-        from ..schedulers import FlowMatchScheduler
-        from .objectives import FlowMatchingObjective
 
         self.recipe = recipe
         self.dataset = build_dataset(recipe["data"])
         self.tokenizer = build_tokenizer(recipe.get("tokenizer"), self.dataset.channels)
-        c, h, _ = self.tokenizer.latent_shape(self.dataset.image_size)
         spec = dict(recipe.get("model", {}))
         preset = spec.pop("preset", None)
-        spec.update(sample_size=h, in_channels=c, num_classes=self.dataset.num_classes,
+        spec.update(self.data_config(), num_classes=self.dataset.num_classes,
                     class_names=list(self.dataset.class_names))
         model_cls = getattr(models, self.model_class)
         self.model = model_cls.from_preset(preset, **spec) if preset else model_cls(**spec)
-        self.scheduler = FlowMatchScheduler(**recipe.get("scheduler", {}))
-        obj = dict(recipe.get("objective", {}))
-        self.objective = FlowMatchingObjective(self.scheduler, self.tokenizer, label_dropout=obj.get("label_dropout", 0.1))
+        self.objective = self.build_objective(dict(recipe.get("objective", {})))
         self.sample_args = dict(recipe.get("sample", {}))
+
+    # The three hooks a builder for another model family overrides.
+    def data_config(self) -> dict:
+        """Model config entries fixed by the data and the tokenizer."""
+        c, h, _ = self.tokenizer.latent_shape(self.dataset.image_size)
+        return dict(sample_size=h, in_channels=c)
+
+    def build_objective(self, spec: dict):
+        from ..schedulers import FlowMatchScheduler
+        from .objectives import FlowMatchingObjective
+
+        self.scheduler = FlowMatchScheduler(**self.recipe.get("scheduler", {}))
+        return FlowMatchingObjective(self.scheduler, self.tokenizer, label_dropout=spec.get("label_dropout", 0.1))
+
+    def pipeline_components(self, model) -> dict:
+        return dict(transformer=model, scheduler=self.scheduler, image_tokenizer=self.tokenizer)
 
     def pipeline(self, model):
         from .. import pipelines
 
         pipeline_cls = getattr(pipelines, self.pipeline_class)
-        return pipeline_cls(transformer=model, scheduler=self.scheduler, image_tokenizer=self.tokenizer)
+        return pipeline_cls(**self.pipeline_components(model))
 
     def sample_fn(self, model, step):
         """A grid with two samples of every class, for the periodic training previews."""
@@ -147,6 +159,37 @@ class FlowDDTBuilder(FlowDiTBuilder):
 
     model_class = "DDTModel"
     pipeline_class = "DDTPipeline"
+
+
+class TokenARBuilder(FlowDiTBuilder):
+    """kind: ar — a raster next-token ARModel (LlamaGen) on the ids of a trained VQ tokenizer
+    (`tokenizer: {path: folder}`), trained with the ar_tokens cross-entropy, saved as an ARPipeline.
+    The model's grid_size and vocab_size come from the tokenizer and the data's image size."""
+
+    model_class = "ARModel"
+    pipeline_class = "ARPipeline"
+
+    def data_config(self) -> dict:
+        if not getattr(self.tokenizer, "is_discrete", False):
+            raise GenlabError(f"recipe kind {self.recipe['kind']!r} needs a VQ tokenizer (tokenizer: {{path: ...}} "
+                              f"or {{type: vq}}), got {type(self.tokenizer).__name__}")
+        _, h, w = self.tokenizer.latent_shape(self.dataset.image_size)
+        return dict(grid_size=[h, w], vocab_size=self.tokenizer.codebook_size)
+
+    def build_objective(self, spec: dict):
+        from .objectives import ARTokensObjective
+
+        return ARTokensObjective(self.tokenizer, label_dropout=spec.get("label_dropout", 0.1))
+
+    def pipeline_components(self, model) -> dict:
+        return dict(transformer=model, image_tokenizer=self.tokenizer)
+
+
+class NARBuilder(TokenARBuilder):
+    """kind: nar — NARModel (next-neighbour rings, dimension-oriented heads), saved as a NARPipeline."""
+
+    model_class = "NARModel"
+    pipeline_class = "NARPipeline"
 
 
 class TokenizerBuilder:
@@ -177,7 +220,8 @@ class TokenizerBuilder:
         model.save_pretrained(output_dir)
 
 
-BUILDERS = {"flow_dit": FlowDiTBuilder, "flow_ddt": FlowDDTBuilder, "tokenizer": TokenizerBuilder}
+BUILDERS = {"flow_dit": FlowDiTBuilder, "flow_ddt": FlowDDTBuilder, "ar": TokenARBuilder, "nar": NARBuilder,
+            "tokenizer": TokenizerBuilder}
 
 
 def run_recipe(recipe: dict, output_dir: str, run_dir: str | None = None, resume: bool = True,

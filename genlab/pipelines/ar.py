@@ -1,0 +1,67 @@
+"""Class-conditional token AR pipelines: class labels -> KV-cached token sampling in the model's order -> VQ decode.
+
+`ARPipeline` drives a raster next-token ARModel (LlamaGen; N forward passes for N tokens); `NARPipeline`
+(pipelines/nar.py) drives a NARModel with the same code (2n - 1 passes for an n x n grid). The order, mask and
+logit routing belong to the model; the sampler is `genlab.models.generate_tokens`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import GenlabError
+from ..models.sampling import check_sampling_args, generate_tokens
+from .base import GenlabImageOutput, GenlabPipeline
+
+
+class ARPipeline(GenlabPipeline):
+    """Components: `transformer` (ARModel, or any model with `levels`, `new_caches`, `decode_step`, `null_class`
+    and a `grid_size` / `vocab_size` config) and `image_tokenizer` (a VQTokenizer whose codebook size is the
+    model's vocab_size). After a call, `last_num_forward` holds the number of forward passes of that call."""
+
+    model_cpu_offload_seq = "transformer->image_tokenizer"
+
+    def __init__(self, transformer, image_tokenizer):
+        super().__init__()
+        self.register_modules(transformer=transformer, image_tokenizer=image_tokenizer)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.transformer.config.get("class_names")
+
+    def check_components(self):
+        tok, model = self.image_tokenizer, self.transformer
+        if not getattr(tok, "is_discrete", False):
+            raise GenlabError(f"{type(self).__name__} needs a discrete (VQ) image_tokenizer, got {type(tok).__name__}")
+        if tok.codebook_size != model.config.vocab_size:
+            raise GenlabError(f"tokenizer codebook size {tok.codebook_size} != transformer vocab_size "
+                              f"{model.config.vocab_size}")
+        if len(model.grid) != 2:
+            raise GenlabError(f"{type(self).__name__} decodes 2-D token grids; this transformer has grid {model.grid}")
+
+    @torch.no_grad()
+    def __call__(self, class_labels=None, guidance_scale: float = 2.0,
+                 guidance_interval: tuple[float, float] | None = None, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, generator: torch.Generator | None = None, output_type: str = "pil",
+                 return_dict: bool = True):
+        """Generate one image per entry of `class_labels` (ints or class names).
+
+        guidance_scale: CFG weight on the logits (1 = none; [uncond ; cond] batches); guidance_interval: (lo, hi)
+        to guide only while the fraction t of tokens already generated satisfies lo < t < hi; temperature (0 =
+        greedy argmax), top_k (0 = off), top_p (1 = off) filter the logits; generator: torch.Generator for all
+        draws. Returns GenlabImageOutput (or a tuple with return_dict=False).
+        """
+        self.check_output_type(output_type)
+        check_sampling_args(temperature, top_k, top_p)
+        self.check_components()
+        cfg = self.transformer.config
+        device = self._execution_device
+        labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
+        guidance = self.guidance_schedule(guidance_scale, guidance_interval)
+        sample = generate_tokens(self.transformer, labels, guidance, temperature, top_k, top_p, generator)
+        self.last_num_forward = sample.num_forward
+        ids = sample.tokens.reshape(len(labels), *self.transformer.grid)
+        images = self.image_tokenizer.decode(ids)
+        self.maybe_free_model_hooks()
+        images = self.to_output(images, output_type)
+        return GenlabImageOutput(images=images) if return_dict else (images,)
