@@ -1,4 +1,4 @@
-"""`genlab` command line: train, sample, eval.
+"""`genlab` command line: train, sample, eval, bench.
 
 Every user mistake ends in one line `error: ...` on stderr and exit status 2, never a traceback.
 """
@@ -15,7 +15,7 @@ from .errors import GenlabError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genlab", description="Diffusers-style generative pipelines: train, sample, evaluate.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,eval}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,bench}")
 
     t = sub.add_parser("train", help="train a recipe (a pipeline or a tokenizer); resumes from its checkpoints",
                        description="Train one recipe with the shared Accelerate trainer. Works under "
@@ -58,6 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
     e.add_argument("--batch-size", type=int, default=100, help="images generated per pipeline call (default 100)")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    b = sub.add_parser("bench", help="measured speed/quality benchmarks in one run on the same seeds (markdown report)",
+                       description="ddt: DDT encoder sharing (none / uniform(r) / statdp with the same encoder budget) "
+                                   "timed on one batch with CFG, deviation from unshared samples and class accuracy, "
+                                   "plus DDT vs the equal-size DiT. all: every registered bench.")
+    b.add_argument("name", metavar="{ddt,all}", help="which bench to run (all: every registered bench)")
+    b.add_argument("--ddt", dest="ddt_path", default=None, help="DDT pipeline folder (default pipelines/ddt-digits)")
+    b.add_argument("--dit", dest="dit_path", default=None, help="DiT pipeline folder (default pipelines/dit-digits)")
+    b.add_argument("--steps", type=int, default=None, help="inference steps N (default 40)")
+    b.add_argument("--batch-size", type=int, default=None, help="labels in the timed batch, CFG doubles it (default 8)")
+    b.add_argument("--guidance", type=float, default=None, help="CFG scale, > 1 (default 3.0)")
+    b.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="guide only for LO < t < HI (t = 0 noise; default: guide at every step)")
+    b.add_argument("--rates", type=int, nargs="+", default=None,
+                   help="encoder refresh rates r >= 2 (encoder every r-th step; share ratio 1 - 1/r) (default 2 4 5)")
+    b.add_argument("--repeats", type=int, default=None, help="timed calls per policy, the median is reported (default 3)")
+    b.add_argument("--num-samples", type=int, default=None, help="class-balanced samples for the quality metrics (default 200)")
+    b.add_argument("--seed", type=int, default=None, help="seed of the noise, the same for every policy (default 0)")
+    b.add_argument("--threads", type=int, default=None, help="torch threads during the bench (default 2)")
+    b.add_argument("--out", default=None, help="markdown report file (default bench/<name>.md)")
+    b.add_argument("--json", action="store_true", help="print the numbers as one JSON object instead of the markdown")
     return p
 
 
@@ -130,7 +151,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+def cmd_bench(args) -> int:
+    from .eval.bench import run_bench
+
+    kwargs = {k: getattr(args, k) for k in ("ddt_path", "dit_path", "steps", "batch_size", "guidance", "rates",
+                                             "repeats", "num_samples", "seed", "threads", "out", "guidance_interval")}
+    result = run_bench(args.name, **kwargs)
+    results = result if args.name == "all" else {args.name: result}
+    if args.json:
+        print(json.dumps({n: {k: v for k, v in r.items() if k != "markdown"} for n, r in results.items()},
+                         default=str))
+    else:
+        for r in results.values():
+            print(r["markdown"])
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:
