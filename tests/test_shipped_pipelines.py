@@ -1,0 +1,27 @@
+"""Every folder in pipelines/ loads offline with plain diffusers and samples; together they stay under 80 MB."""
+
+from pathlib import Path
+
+import PIL.Image
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+
+import genlab  # noqa: F401  (registers genlab's pipeline classes in diffusers)
+
+ROOT = Path(__file__).resolve().parents[1] / "pipelines"
+FOLDERS = sorted(p for p in ROOT.iterdir() if (p / "model_index.json").is_file())
+
+
+def test_shipped_pipelines_exist_and_stay_small():
+    assert {"dit-digits", "dit-fashion", "ddt-digits"} <= {p.name for p in FOLDERS}
+    size = sum(f.stat().st_size for f in ROOT.rglob("*") if f.is_file())
+    assert size < 80e6, f"pipelines/ holds {size / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_shipped_pipeline_loads_with_diffusers_and_samples(folder):
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    assert type(pipe).__module__.startswith("genlab.")
+    out = pipe(class_labels=[0, 1], num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert len(out.images) == 2 and all(isinstance(im, PIL.Image.Image) for im in out.images)
