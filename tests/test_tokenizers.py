@@ -28,15 +28,6 @@ KL_SMALL = {
 VQ_SMALL = {"in_channels": 1, "hidden_channels": 16, "codebook_size": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small convs on a CPU shared with other jobs run several times faster on one thread than on two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @functools.lru_cache(maxsize=1)
 def _digit_arrays():
     from sklearn.datasets import load_digits

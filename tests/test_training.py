@@ -26,15 +26,6 @@ from ddp_train_script import DenoiseObjective, DictDataset, TinyNet
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny ops on 2 shared cores: several threads per op only contend with each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_config(**overrides):
     # 64 items / batch 8 = 8 steps per epoch, so 12 steps cross an epoch boundary; cosine + warm-up make the
     # scheduler state matter on resume.

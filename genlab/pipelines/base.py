@@ -84,6 +84,22 @@ class GenlabPipeline(DiffusionPipeline):
             raise GenlabError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
         return latents.to(device=device, dtype=dtype)
 
+    def class_conditional_inputs(self, class_labels, num_inference_steps, guidance_scale, guidance_interval,
+                                 generator, latents, output_type):
+        """The checks and set-up every class-conditional continuous pipeline starts with.
+
+        Returns (steps, labels (B,), GuidanceSchedule, initial noise (B, C, H, W)) for `self.transformer`'s config.
+        """
+        steps = self.check_steps(num_inference_steps)
+        self.check_output_type(output_type)
+        cfg = self.transformer.config
+        device = self._execution_device
+        labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
+        guidance = self.guidance_schedule(guidance_scale, guidance_interval)
+        shape = (len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size)
+        x = self.prepare_latents(shape, generator, latents, device, self.transformer.dtype)
+        return steps, labels, guidance, x
+
     @staticmethod
     def to_output(images: torch.Tensor, output_type: str):
         """images in [-1, 1] (B, C, H, W) -> the requested output type, values in [0, 1] / uint8 for PIL."""

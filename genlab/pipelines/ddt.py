@@ -210,15 +210,10 @@ class DDTPipeline(GenlabPipeline):
         noise; latents: start noise yourself. sharing: "none" | "uniform" (with sharing_ratio r: encoder every r-th
         step) | "statdp" (with num_encoder_steps K, or sharing_ratio r for K = ceil(N / r)) | a ReusePolicy.
         """
-        steps = self.check_steps(num_inference_steps)
-        self.check_output_type(output_type)
-        cfg = self.transformer.config
+        steps, labels, guidance, x = self.class_conditional_inputs(
+            class_labels, num_inference_steps, guidance_scale, guidance_interval, generator, latents, output_type)
         device = self._execution_device
-        labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
-        guidance = self.guidance_schedule(guidance_scale, guidance_interval)
         policy = self.sharing_policy(sharing, sharing_ratio, num_encoder_steps, self.scheduler.model_evaluations(steps))
-        shape = (len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        x = self.prepare_latents(shape, generator, latents, device, self.transformer.dtype)
 
         key_steps = self.key_steps(policy, steps, guidance)  # may run the template once (its own generator)
         self.scheduler.set_timesteps(steps, device=device)

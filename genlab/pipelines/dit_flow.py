@@ -42,14 +42,9 @@ class FlowDiTPipeline(GenlabPipeline):
         guidance_scale: CFG weight (1 = no guidance); guidance_interval: (lo, hi) to guide only for lo < t < hi
         (t = 0 noise, 1 data); generator: torch.Generator for the initial noise; latents: start noise yourself.
         """
-        steps = self.check_steps(num_inference_steps)
-        self.check_output_type(output_type)
-        cfg = self.transformer.config
+        steps, labels, guidance, x = self.class_conditional_inputs(
+            class_labels, num_inference_steps, guidance_scale, guidance_interval, generator, latents, output_type)
         device = self._execution_device
-        labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
-        guidance = self.guidance_schedule(guidance_scale, guidance_interval)
-        shape = (len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        x = self.prepare_latents(shape, generator, latents, device, self.transformer.dtype)
 
         self.scheduler.set_timesteps(steps, device=device)
         for t in self.progress_bar(self.scheduler.timesteps):
