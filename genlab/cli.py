@@ -15,7 +15,7 @@ from .errors import GenlabError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genlab", description="Diffusers-style generative pipelines: train, sample, evaluate.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,bench}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,bench,demo}")
 
     t = sub.add_parser("train", help="train a recipe (a pipeline or a tokenizer); resumes from its checkpoints",
                        description="Train one recipe with the shared Accelerate trainer. Works under "
@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch threads during the bench (default 2)")
     b.add_argument("--out", default=None, help="markdown report file (default bench/<name>.md)")
     b.add_argument("--json", action="store_true", help="print the numbers as one JSON object instead of the markdown")
+
+    d = sub.add_parser("demo", help="the Gradio web demo over every pipeline folder (needs the [demo] extra)",
+                       description="Serve a Gradio app over the pipeline folders in --pipelines: pick one, generate, "
+                                   "compare the method with its baseline or its acceleration switched off.")
+    d.add_argument("--pipelines", default="pipelines", help="folder of pipeline folders (default pipelines)")
+    d.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    d.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     return p
 
 
@@ -103,18 +110,10 @@ def cmd_train(args) -> int:
     return 0
 
 
-def sampling_defaults(path: str, steps, guidance):
-    from .pipelines.loading import training_info
-
-    sample = training_info(path).get("sample", {})
-    steps = steps if steps is not None else sample.get("num_inference_steps", 30)
-    guidance = guidance if guidance is not None else sample.get("guidance_scale", 2.0)
-    return steps, guidance, sample
-
-
 def cmd_sample(args) -> int:
     import torch
 
+    from .pipelines.loading import sampling_defaults
     from .eval.runner import takes_steps
     from .pipelines.loading import load_pipeline
     from .utils import image_grid
@@ -167,7 +166,18 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench}
+def cmd_demo(args) -> int:
+    try:
+        from .demo import launch
+    except ImportError as e:
+        raise GenlabError(f"the demo needs gradio: pip install -e '.[demo]' ({e})") from None
+    if not os.path.isdir(args.pipelines):
+        raise GenlabError(f"no pipelines folder at {args.pipelines}")
+    launch(pipelines_dir=args.pipelines, host=args.host, port=args.port)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

@@ -30,3 +30,30 @@ def image_grid(images: list[PIL.Image.Image], rows: int | None = None, pad: int 
         r, c = divmod(i, cols)
         grid.paste(im.convert(mode), (pad + c * (w + pad), pad + r * (h + pad)))
     return grid
+
+
+def save_video(frames: list[PIL.Image.Image], path: str, fps: float = 4.0) -> str:
+    """Write one clip (a list of PIL frames) as an animated GIF with Pillow alone (no ffmpeg or other system tool).
+
+    Loops forever; `fps` frames per second. Returns `path`. Other suffixes are refused with a clear error.
+    """
+    from .errors import GenlabError
+
+    if not frames:
+        raise GenlabError("save_video needs at least one frame")
+    if not str(path).lower().endswith(".gif"):
+        raise GenlabError(f"save_video writes animated GIFs; give a path ending in .gif, got {path!r}")
+    if fps <= 0:
+        raise GenlabError(f"fps must be > 0, got {fps}")
+    mode = "RGB" if any(f.mode != "L" for f in frames) else "L"
+    frames = [f.convert(mode) for f in frames]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(round(1000 / fps)), loop=0,
+                   optimize=False, disposal=1)
+    return str(path)
+
+
+def video_grid(clips: list[list[PIL.Image.Image]], rows: int | None = None, pad: int = 2) -> list[PIL.Image.Image]:
+    """Several clips of equal length -> one clip whose frames are image grids (frame t of every clip side by side)."""
+    if not clips:
+        raise ValueError("video_grid needs at least one clip")
+    return [image_grid([clip[t] for clip in clips], rows=rows, pad=pad) for t in range(len(clips[0]))]

@@ -130,7 +130,9 @@ def test_save_load_round_trip(tmp_path, fashion):
     images, _, model = fashion
     model.save_pretrained(tmp_path)
     loaded = FeatureClassifier.from_pretrained(tmp_path).eval()
-    public = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_")}
+    def public(cfg):
+        return {k: v for k, v in cfg.items() if not k.startswith("_")}
+
     assert public(loaded.config) == public(model.config)
     torch.testing.assert_close(loaded(images[:16]), model(images[:16]), rtol=0, atol=0)
     torch.testing.assert_close(loaded.features(images[:16]), model.features(images[:16]), rtol=0, atol=0)

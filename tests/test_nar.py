@@ -412,3 +412,68 @@ def test_convert_official_state_dict_round_trip():
     assert converted.keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():
         assert torch.equal(converted[key], value), key
+
+
+# ---------------------------------------------------------------- video
+def video_pipe(grid=(3, 2, 2)):
+    from genlab.pipelines import NARVideoPipeline
+
+    tok = VQTokenizer.from_preset("tiny", in_channels=3, codebook_size=V)
+    return NARVideoPipeline(transformer=nar(grid), image_tokenizer=tok)
+
+
+def test_video_pipeline_frames_forward_count_and_round_trip(tmp_path):
+    from genlab.pipelines import GenlabVideoOutput, NARVideoPipeline
+
+    pipe = video_pipe()
+    out = pipe(class_labels=[0, 2], guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    assert isinstance(out, GenlabVideoOutput) and len(out.frames) == 2
+    assert all(len(clip) == 3 and clip[0].size == (4, 4) and clip[0].mode == "RGB" for clip in out.frames)
+    assert pipe.last_num_forward == 3 + 2 + 2 - 2
+    full = pipe(class_labels=1, output_type="pt", generator=torch.Generator().manual_seed(1)).frames
+    part = pipe(class_labels=1, num_frames=2, output_type="pt", generator=torch.Generator().manual_seed(1)).frames
+    assert full.shape == (1, 3, 3, 4, 4) and torch.equal(part, full[:, :2])  # a prefix of the same clip
+    pipe.save_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    assert type(loaded) is NARVideoPipeline
+    again = loaded(class_labels=1, output_type="pt", generator=torch.Generator().manual_seed(1)).frames
+    assert torch.equal(again, full)
+
+
+def test_video_pipeline_bad_input():
+    pipe = video_pipe()
+    for kw, match in [(dict(num_frames=4), "beyond what this model was trained for"), (dict(num_frames=0), "num_frames"),
+                      (dict(class_labels=3), "out of range")]:
+        with pytest.raises(GenlabError, match=match):
+            pipe(**{"class_labels": 0, **kw})
+    with pytest.raises(GenlabError, match="3-D token grids"):
+        video_pipe(grid=(4, 4))(class_labels=0)
+
+
+def test_save_video_writes_an_animated_gif(tmp_path):
+    import PIL.Image
+
+    from genlab.utils import save_video
+
+    clip = video_pipe()(class_labels=0, generator=torch.Generator().manual_seed(0)).frames[0]
+    path = save_video(clip, str(tmp_path / "clip.gif"), fps=5)
+    with PIL.Image.open(path) as gif:
+        assert gif.is_animated and gif.n_frames == len(clip) and gif.info["duration"] == 200
+    with pytest.raises(GenlabError, match=".gif"):
+        save_video(clip, str(tmp_path / "clip.mp4"))
+
+
+def test_video_recipe_trains_on_per_frame_ids(tmp_path):
+    from genlab.training.recipe import load_recipe, run_recipe
+
+    VQTokenizer.from_preset("tiny-f4", in_channels=3, codebook_size=64).save_pretrained(tmp_path / "vq")
+    recipe = load_recipe("nar-shapes-video", [f"tokenizer.path={tmp_path / 'vq'}", "model.depth=1",
+                                              "model.hidden_size=32", "train.steps=2", "train.batch_size=4",
+                                              "train.checkpoint_every=2", "data.num_samples=16",
+                                              "data.num_frames=2", "data.image_size=16"])
+    summary = run_recipe(recipe, str(tmp_path / "out"), str(tmp_path / "run"))
+    assert summary["step"] == 2 and abs(summary["loss"] - math.log(64)) < 0.3
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "out")
+    assert type(pipe).__name__ == "NARVideoPipeline" and pipe.transformer.grid == (2, 4, 4)
+    clips = pipe(class_labels=["circle", 1], generator=torch.Generator().manual_seed(0)).frames
+    assert len(clips) == 2 and len(clips[0]) == 2 and pipe.last_num_forward == 2 + 4 + 4 - 2

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import platform
 import statistics
 import time
 
 import torch
 
 from ..errors import GenlabError, check_positive_int
+from .bench_utils import check_seed, count_parameters, load_expected, machine_info, machine_line, write_report
 
 
 def _policy_args(policy: tuple) -> dict:
@@ -51,20 +50,6 @@ def _check_rates(rates) -> list[int]:
     return out
 
 
-def _load(path: str, expected: str, flag: str):
-    from ..pipelines.loading import load_pipeline
-
-    pipe = load_pipeline(path)
-    if type(pipe).__name__ != expected:
-        raise GenlabError(f"{flag} {path} holds a {type(pipe).__name__}, expected a {expected}")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def _fmt(x, digits=3):
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -90,8 +75,7 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-digits", dit_path: str = "pipelines
     repeats = check_positive_int(repeats, "repeats")
     num_samples = check_positive_int(num_samples, "num_samples")
     threads = check_positive_int(threads, "threads")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise GenlabError(f"seed must be an integer >= 0, got {seed!r}")
+    check_seed(seed)
     try:
         guidance = float(guidance)
     except (TypeError, ValueError):
@@ -106,8 +90,8 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-digits", dit_path: str = "pipelines
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        ddt = _load(ddt_path, "DDTPipeline", "--ddt")
-        dit = _load(dit_path, "FlowDiTPipeline", "--dit")
+        ddt = load_expected(ddt_path, "DDTPipeline", "--ddt")
+        dit = load_expected(dit_path, "FlowDiTPipeline", "--dit")
         ddt_info, dit_info = training_info(ddt_path), training_info(dit_path)
         dataset = ddt_info.get("dataset") or dit_info.get("dataset")
         if dataset is None:
@@ -193,7 +177,7 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-digits", dit_path: str = "pipelines
                 ("DDT", ddt_path, ddt_info, ddt, images["none"], seconds["none"]),
                 ("DiT", dit_path, dit_info, dit, dit_images, seconds["dit"])]:
             comparison[name] = {
-                "pipeline": path, "training_steps": info.get("steps"), "parameters": _params(pipe.transformer),
+                "pipeline": path, "training_steps": info.get("steps"), "parameters": count_parameters(pipe.transformer),
                 "class_accuracy": class_accuracy(ims, dit_labels, classifier),
                 "frechet_distance": frechet_distance(reals, ims, classifier), "seconds_per_batch": secs,
             }
@@ -206,9 +190,7 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-digits", dit_path: str = "pipelines
                f"--num-samples {num_samples} --seed {seed} --threads {threads}"
                + (f" --guidance-interval {interval[0]:g} {interval[1]:g}" if interval else "")
                + (f" --out {out}" if out else ""))
-    machine = {"torch_threads": threads, "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-               "python": platform.python_version()}
+    machine = machine_info(threads)
     result = {
         "bench": "ddt", "command": command, "machine": machine, "dataset": dataset, "steps": steps,
         "model_evaluations": n_eval, "batch_size": batch_size, "guidance": guidance, "guidance_interval": interval,
@@ -217,12 +199,7 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-digits", dit_path: str = "pipelines
         "ddt_vs_dit": comparison,
     }
     result["markdown"] = _ddt_markdown(result)
-    if out:
-        folder = os.path.dirname(out)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        with open(out, "w") as f:
-            f.write(result["markdown"])
+    write_report(out, result["markdown"])
     if print_report:
         print(result["markdown"])
     return result
@@ -235,8 +212,7 @@ def _ddt_markdown(r: dict) -> str:
     lines = [
         "# DDT bench: encoder sharing and DDT vs DiT", "",
         f"Command: `{r['command']}`", "",
-        (f"Machine: {m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']}, torch threads: {m['torch_threads']}, "
-        f"Python {m['python']}, {m['platform']}."), "",
+        machine_line(m), "",
         (f"Settings: data set {r['dataset']}, N = {r['model_evaluations']} model evaluations ({r['steps']} steps), "
         f"CFG {r['guidance']:g} (interval {interval}), timing batch {r['batch_size']} labels (CFG doubles it), "
         f"median of {r['repeats']} timed calls after one warm-up, policies timed round-robin; quality over "

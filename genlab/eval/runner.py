@@ -45,8 +45,7 @@ def generate_balanced(pipe, num_classes: int, num_samples: int, steps: int, guid
 
 def evaluate_pipeline(path: str, dataset: str | None = None, num_samples: int = 200, steps: int | None = None,
                       guidance: float | None = None, seed: int = 0, batch_size: int = 100) -> dict:
-    from ..cli import sampling_defaults
-    from ..pipelines.loading import load_pipeline, training_info
+    from ..pipelines.loading import load_pipeline, sampling_defaults, training_info
     from . import class_accuracy, frechet_distance, load_classifier, real_reference
 
     num_samples = check_positive_int(num_samples, "num_samples")

@@ -20,6 +20,7 @@ class ARPipeline(GenlabPipeline):
     model's vocab_size). After a call, `last_num_forward` holds the number of forward passes of that call."""
 
     model_cpu_offload_seq = "transformer->image_tokenizer"
+    grid_dims = 2  # (h, w) token grids; NARVideoPipeline: (T, h, w)
 
     def __init__(self, transformer, image_tokenizer):
         super().__init__()
@@ -36,8 +37,21 @@ class ARPipeline(GenlabPipeline):
         if tok.codebook_size != model.config.vocab_size:
             raise GenlabError(f"tokenizer codebook size {tok.codebook_size} != transformer vocab_size "
                               f"{model.config.vocab_size}")
-        if len(model.grid) != 2:
-            raise GenlabError(f"{type(self).__name__} decodes 2-D token grids; this transformer has grid {model.grid}")
+        if len(model.grid) != self.grid_dims:
+            raise GenlabError(f"{type(self).__name__} decodes {self.grid_dims}-D token grids; this transformer has "
+                              f"grid {tuple(model.grid)}")
+
+    def sample_ids(self, class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator):
+        """Checks, then KV-cached sampling in the model's order: (B, *grid) token ids. Sets last_num_forward."""
+        check_sampling_args(temperature, top_k, top_p)
+        self.check_components()
+        cfg = self.transformer.config
+        device = self._execution_device
+        labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
+        guidance = self.guidance_schedule(guidance_scale, guidance_interval)
+        sample = generate_tokens(self.transformer, labels, guidance, temperature, top_k, top_p, generator)
+        self.last_num_forward = sample.num_forward
+        return sample.tokens.reshape(len(labels), *self.transformer.grid)
 
     @torch.no_grad()
     def __call__(self, class_labels=None, guidance_scale: float = 2.0,
@@ -52,15 +66,7 @@ class ARPipeline(GenlabPipeline):
         draws. Returns GenlabImageOutput (or a tuple with return_dict=False).
         """
         self.check_output_type(output_type)
-        check_sampling_args(temperature, top_k, top_p)
-        self.check_components()
-        cfg = self.transformer.config
-        device = self._execution_device
-        labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
-        guidance = self.guidance_schedule(guidance_scale, guidance_interval)
-        sample = generate_tokens(self.transformer, labels, guidance, temperature, top_k, top_p, generator)
-        self.last_num_forward = sample.num_forward
-        ids = sample.tokens.reshape(len(labels), *self.transformer.grid)
+        ids = self.sample_ids(class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator)
         images = self.image_tokenizer.decode(ids)
         self.maybe_free_model_hooks()
         images = self.to_output(images, output_type)

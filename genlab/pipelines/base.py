@@ -24,8 +24,28 @@ class GenlabImageOutput(BaseOutput):
     images: list[PIL.Image.Image] | torch.Tensor | np.ndarray
 
 
+@dataclass
+class GenlabVideoOutput(BaseOutput):
+    """frames: one list of PIL frames per clip, a (B, T, C, H, W) tensor in [0, 1] ("pt") or a (B, T, H, W, C)
+    array ("np"). Write a clip with `genlab.utils.save_video(frames[i], "clip.gif")`."""
+
+    frames: list[list[PIL.Image.Image]] | torch.Tensor | np.ndarray
+
+
 class GenlabPipeline(DiffusionPipeline):
-    """Base class: validation helpers and output conversion. Subclasses implement __call__."""
+    """Base class: validation helpers and output conversion. Subclasses implement __call__.
+
+    User interfaces (the Gradio demo, the CLI) have no per-method code: what a pipeline accepts is read from the
+    signature of its __call__, and its acceleration switch from the two class attributes below.
+    """
+
+    #: The method's acceleration switch: call argument -> allowed values, the first being the default "on" value
+    #: (e.g. DDT: {"sharing": ["statdp", "uniform"], "sharing_ratio": [2, 3, 4, 5]}). Empty: no switch.
+    acceleration_choices: dict = {}
+    #: The call arguments that turn the trick off (the plain path it must equal), e.g. {"sharing": "none"}.
+    acceleration_off: dict = {}
+    #: One line naming the trick for a user interface, e.g. "encoder sharing".
+    acceleration_label: str = ""
 
     @staticmethod
     def check_steps(num_inference_steps) -> int:

@@ -43,6 +43,9 @@ class DDTPipeline(GenlabPipeline):
     (one call = one model evaluation of the whole, possibly CFG-doubled, batch)."""
 
     model_cpu_offload_seq = "transformer->image_tokenizer"
+    acceleration_label = "encoder sharing (encoder every r-th step; statdp picks the steps)"
+    acceleration_choices = {"sharing": ["statdp", "uniform"], "sharing_ratio": [2, 3, 4, 5]}
+    acceleration_off = {"sharing": "none"}
 
     def __init__(self, transformer, scheduler, image_tokenizer, sharing_schedules: list | None = None):
         super().__init__()

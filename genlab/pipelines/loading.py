@@ -38,3 +38,12 @@ def training_info(path: str) -> dict:
         return {}
     with open(file) as f:
         return json.load(f)
+
+
+def sampling_defaults(path: str, steps=None, guidance=None) -> tuple:
+    """(steps, guidance, sample section): the caller's values, else the training recipe's `sample` section, else
+    30 steps and CFG 2.0. The sample section also carries other call defaults (temperature, top_k, ...)."""
+    sample = training_info(path).get("sample", {})
+    steps = steps if steps is not None else sample.get("num_inference_steps", 30)
+    guidance = guidance if guidance is not None else sample.get("guidance_scale", 2.0)
+    return steps, guidance, sample

@@ -65,7 +65,8 @@ class TokenizerObjective(nn.Module):
 class ARTokensObjective(nn.Module):
     """ar_tokens: cross-entropy of a token AR model (ARModel, NARModel) on the VQ ids of the images.
 
-    The frozen VQ `tokenizer` encodes pixel_values to (B, h, w) ids; labels are replaced by the null class with
+    The frozen VQ `tokenizer` encodes pixel_values to (B, h, w) ids (a model with a 3-D (T, h, w) grid reads the
+    batch's `video` (B, T, C, H, W) instead and encodes each frame: per-frame 2-D VQ, the tiny-scale video path); labels are replaced by the null class with
     probability `label_dropout` (CFG); the model gets the unshifted ids and returns (B, N, V) logits aligned with
     them (for NAR: the mixed logits, so the heads are trained only through their average — NAR spec pitfall 1).
     """
@@ -76,10 +77,13 @@ class ARTokensObjective(nn.Module):
         self.label_dropout = label_dropout
 
     def forward(self, model, batch, generator=None):
-        with torch.no_grad():
-            ids = self.tokenizer.encode(batch["pixel_values"])
-        ids = ids.reshape(ids.shape[0], -1)
         bare = unwrap(model)
+        with torch.no_grad():
+            if len(bare.grid) == 3:  # a (T, h, w) video grid: per-frame 2-D VQ of the clip, frames in time order
+                video = batch["video"]
+                ids = self.tokenizer.encode(video.flatten(0, 1)).reshape(video.shape[0], -1)
+            else:
+                ids = self.tokenizer.encode(batch["pixel_values"]).reshape(batch["pixel_values"].shape[0], -1)
         labels = drop_labels(batch["class_labels"], self.label_dropout, bare.config.num_classes, generator)
         logits = model(ids, labels)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids.reshape(-1))

@@ -174,6 +174,8 @@ class TokenARBuilder(FlowDiTBuilder):
             raise GenlabError(f"recipe kind {self.recipe['kind']!r} needs a VQ tokenizer (tokenizer: {{path: ...}} "
                               f"or {{type: vq}}), got {type(self.tokenizer).__name__}")
         _, h, w = self.tokenizer.latent_shape(self.dataset.image_size)
+        if self.dataset.videos is not None:  # clips: a (T, h, w) grid of per-frame ids
+            return dict(grid_size=[self.dataset.videos.shape[1], h, w], vocab_size=self.tokenizer.codebook_size)
         return dict(grid_size=[h, w], vocab_size=self.tokenizer.codebook_size)
 
     def build_objective(self, spec: dict):
@@ -186,10 +188,27 @@ class TokenARBuilder(FlowDiTBuilder):
 
 
 class NARBuilder(TokenARBuilder):
-    """kind: nar — NARModel (next-neighbour rings, dimension-oriented heads), saved as a NARPipeline."""
+    """kind: nar — NARModel (next-neighbour rings, dimension-oriented heads), saved as a NARPipeline, or as a
+    NARVideoPipeline when the data are clips (`data: {name: shapes, video: true, num_frames: T}`)."""
 
     model_class = "NARModel"
-    pipeline_class = "NARPipeline"
+
+    @property
+    def pipeline_class(self) -> str:
+        return "NARVideoPipeline" if self.dataset.videos is not None else "NARPipeline"
+
+    def sample_fn(self, model, step):
+        if self.dataset.videos is None:
+            return super().sample_fn(model, step)
+        import torch
+
+        from ..utils import image_grid
+
+        pipe = self.pipeline(model)
+        pipe.set_progress_bar_config(disable=True)
+        labels = list(range(self.dataset.num_classes))
+        clips = pipe(class_labels=labels, generator=torch.Generator().manual_seed(0), **self.sample_args).frames
+        return image_grid([frame for clip in clips for frame in clip], rows=len(labels))  # one clip per row
 
 
 class TokenizerBuilder:
@@ -245,7 +264,8 @@ def run_recipe(recipe: dict, output_dir: str, run_dir: str | None = None, resume
         builder.save(model, output_dir)
         info = {"recipe": recipe, "command": "genlab " + " ".join(sys.argv[1:]) if sys.argv else "",
                 "dataset": recipe["data"].get("name"), "steps": summary.get("step"),
-                "parameters": sum(p.numel() for p in model.parameters()), "sample": builder.sample_args}
+                "parameters": sum(p.numel() for p in model.parameters()), "sample": builder.sample_args,
+                "baseline": recipe.get("baseline")}
         with open(os.path.join(output_dir, "training_info.json"), "w") as f:
             json.dump(info, f, indent=2)
     trainer.accelerator.wait_for_everyone()
