@@ -62,10 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measured speed/quality benchmarks in one run on the same seeds (markdown report)",
                        description="ddt: DDT encoder sharing (none / uniform(r) / statdp with the same encoder budget) "
                                    "timed on one batch with CFG, deviation from unshared samples and class accuracy, "
-                                   "plus DDT vs the equal-size DiT. all: every registered bench.")
-    b.add_argument("name", metavar="{ddt,all}", help="which bench to run (all: every registered bench)")
+                                   "plus DDT vs the equal-size DiT. nar: NAR vs raster AR forward passes and "
+                                   "wall-clock (8x8, 16x16, 4x8x8 video) and quality over seeds. all: every "
+                                   "registered bench.")
+    b.add_argument("name", metavar="{ddt,nar,all}", help="which bench to run (all: every registered bench)")
     b.add_argument("--ddt", dest="ddt_path", default=None, help="DDT pipeline folder (default pipelines/ddt-digits)")
     b.add_argument("--dit", dest="dit_path", default=None, help="DiT pipeline folder (default pipelines/dit-digits)")
+    b.add_argument("--ar", dest="ar_path", default=None, help="raster AR pipeline folder (default pipelines/ar-digits)")
+    b.add_argument("--nar", dest="nar_path", default=None, help="NAR pipeline folder (default pipelines/nar-digits)")
+    b.add_argument("--video", dest="video_path", default=None,
+                   help="NAR video pipeline folder, '' to skip (default pipelines/nar-shapes-video)")
+    b.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="sampling seeds of the quality runs; mean and spread are reported (nar; default 0 1 2)")
     b.add_argument("--steps", type=int, default=None, help="inference steps N (default 40)")
     b.add_argument("--batch-size", type=int, default=None, help="labels in the timed batch, CFG doubles it (default 8)")
     b.add_argument("--guidance", type=float, default=None, help="CFG scale, > 1 (default 3.0)")
@@ -153,7 +161,8 @@ def cmd_eval(args) -> int:
 def cmd_bench(args) -> int:
     from .eval.bench import run_bench
 
-    kwargs = {k: getattr(args, k) for k in ("ddt_path", "dit_path", "steps", "batch_size", "guidance", "rates",
+    kwargs = {k: getattr(args, k) for k in ("ddt_path", "dit_path", "ar_path", "nar_path", "video_path", "seeds",
+                                             "steps", "batch_size", "guidance", "rates",
                                              "repeats", "num_samples", "seed", "threads", "out", "guidance_interval")}
     result = run_bench(args.name, **kwargs)
     results = result if args.name == "all" else {args.name: result}

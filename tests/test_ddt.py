@@ -375,3 +375,89 @@ def test_flow_ddt_recipe_builds_a_ddt_like_dit_digits():
     batch = {"pixel_values": builder.dataset.images[:8], "class_labels": builder.dataset.labels[:8]}
     loss = builder.objective(builder.model, batch, torch.Generator().manual_seed(0))["loss"]
     assert torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------- check 9: REPA alignment
+def test_repa_layer_must_lie_in_the_encoder():
+    for bad in [0, 4, -1, 2.0]:
+        with pytest.raises(GenlabError, match="repa_layer"):
+            tiny(repa_layer=bad, repa_dim=8)
+    with pytest.raises(GenlabError, match="both"):
+        tiny(repa_layer=1)
+    with pytest.raises(GenlabError, match="no REPA projector"):
+        tiny()(torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 1]), return_alignment=True)
+
+
+def test_repa_loss_range_gradients_and_frozen_teacher():
+    from genlab.eval import load_classifier
+    from genlab.training.repa import ClassifierTeacher, alignment_loss
+
+    torch.manual_seed(0)
+    teacher = ClassifierTeacher(load_classifier("digits"), grid=(4, 4))
+    model = DDTModel.from_preset("test", sample_size=8, patch_size=2, num_classes=10, repa_layer=2,
+                                 repa_dim=teacher.dim)
+    objective = FlowMatchingObjective(FlowMatchScheduler(), PixelTokenizer(1), teacher=teacher, alignment_weight=0.5)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    batch = {"pixel_values": torch.rand(4, 1, 8, 8) * 2 - 1, "class_labels": torch.tensor([0, 1, 2, 3])}
+    out = objective(model, batch, torch.Generator().manual_seed(0))
+    assert 0.0 <= float(out["loss_enc"]) <= 2.0
+    torch.testing.assert_close(out["loss"].detach(), out["loss_fm"] + 0.5 * out["loss_enc"])
+    out["loss"].backward()
+    projector_grads = [p.grad for p in model.repa_projector.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in projector_grads)
+    # The encoder blocks (up to repa_layer) get gradients from the summed loss.
+    assert model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, teacher_before[k])
+    # 1 - cos lies in [0, 2] at its extremes: aligned and opposite features.
+    f = torch.randn(2, 5, 7)
+    assert float(alignment_loss(f, 3 * f)) == pytest.approx(0.0, abs=1e-6)
+    assert float(alignment_loss(f, -f)) == pytest.approx(2.0, abs=1e-6)
+    with pytest.raises(GenlabError, match="differ"):
+        alignment_loss(f, torch.randn(2, 5, 6))
+
+
+def test_repa_teacher_sees_the_clean_image_on_the_token_grid():
+    from genlab.eval import load_classifier
+    from genlab.training.repa import ClassifierTeacher
+
+    teacher = ClassifierTeacher(load_classifier("fashion"), grid=(8, 8))
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    feats = teacher.patch_features(images, (8, 8))
+    assert feats.shape == (3, 64, teacher.dim)
+    assert not torch.equal(feats, teacher.patch_features(images.flip(-1), (8, 8)))
+
+
+def test_repa_dinov2_teacher_from_a_local_folder(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from genlab.training.repa import load_teacher
+
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             patch_size=2, image_size=8)).save_pretrained(tmp_path / "dino")
+    teacher = load_teacher({"type": "dinov2", "path": str(tmp_path / "dino")}, (4, 4))
+    feats = teacher.patch_features(torch.rand(2, 1, 8, 8) * 2 - 1, (4, 4))
+    assert teacher.dim == 32 and feats.shape == (2, 16, 32)
+    with pytest.raises(GenlabError, match="no local model folder"):
+        load_teacher({"type": "dinov2", "path": str(tmp_path / "missing")}, (4, 4))
+    with pytest.raises(GenlabError, match="unknown REPA teacher"):
+        load_teacher({"type": "clip"}, (4, 4))
+
+
+def test_repa_recipe_trains_and_logs_the_alignment_loss(tmp_path):
+    from genlab.training.recipe import load_recipe, run_recipe
+
+    recipe = load_recipe("ddt-digits", ["objective.alignment={teacher: {type: classifier, name: digits}, layer: 2}",
+                                        "model.hidden_size=32", "model.num_heads=2", "train.steps=2",
+                                        "train.batch_size=8", "train.checkpoint_every=2", "train.log_every=1"])
+    run_recipe(recipe, str(tmp_path / "out"), str(tmp_path / "run"))
+    log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
+    assert all(0 <= entry["loss_enc"] <= 2 for entry in log)
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "out")
+    assert pipe.transformer.config.repa_layer == 2 and pipe.transformer.repa_projector is not None
+    images = pipe(class_labels=[0, 1], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    assert len(images) == 2
+    with pytest.raises(GenlabError, match="unknown entries"):
+        run_recipe(load_recipe("ddt-digits", ["objective.alignment={teach: x}", "train.steps=1"]),
+                   str(tmp_path / "o2"), str(tmp_path / "r2"))

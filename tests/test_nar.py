@@ -177,7 +177,27 @@ def test_kv_cache_block_matches_full_block():
     cache = KVCache(2, 4, 6, 8)
     for order in ([0, 1], [2], [3, 4, 5]):
         pos = torch.tensor(order)
-        step = block(x[:, pos], rope[pos], mask[pos], cache, pos)
+        keys = torch.cat([cache.filled_positions, pos])  # the cache appends in writing order
+        step = block(x[:, pos], rope[pos], mask[pos][:, keys], cache, pos)
+        torch.testing.assert_close(step, full[:, pos], atol=1e-5, rtol=1e-5)
+    assert cache.length == 6 and cache.filled_positions.tolist() == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="overflow"):
+        cache.update(torch.zeros(2, 4, 1, 8), torch.zeros(2, 4, 1, 8), torch.tensor([0]))
+
+
+def test_kv_cache_in_writing_order_matches_full_block_for_a_scattered_order():
+    """Entries written out of raster order (as NAR's rings are) still give the full block's outputs."""
+    torch.manual_seed(0)
+    block = TransformerBlock(32, 4).eval()
+    x = torch.randn(2, 7, 32)
+    rope = sequence_rope((2, 3), 8, num_cond=1, cond_rope="identity")
+    mask = proximity_mask((2, 3), num_cond=1)
+    full = block(x, rope, mask)
+    cache = KVCache(2, 4, 7, 8)
+    for level in ([0], [1], [2, 4], [3, 5], [6]):  # class token, then the rings of a 2x3 grid (raster + 1)
+        pos = torch.tensor(level)
+        keys = torch.cat([cache.filled_positions, pos])
+        step = block(x[:, pos], rope[pos], mask[pos][:, keys], cache, pos)
         torch.testing.assert_close(step, full[:, pos], atol=1e-5, rtol=1e-5)
 
 
@@ -477,3 +497,15 @@ def test_video_recipe_trains_on_per_frame_ids(tmp_path):
     assert type(pipe).__name__ == "NARVideoPipeline" and pipe.transformer.grid == (2, 4, 4)
     clips = pipe(class_labels=["circle", 1], generator=torch.Generator().manual_seed(0)).frames
     assert len(clips) == 2 and len(clips[0]) == 2 and pipe.last_num_forward == 2 + 4 + 4 - 2
+
+
+def test_sampler_callback_sees_each_level_fill_in():
+    model = nar((3, 4))
+    seen = []
+    out = generate_tokens(model, torch.tensor([0, 1]), 2.0, generator=torch.Generator().manual_seed(0),
+                          callback=lambda step, level, tokens: seen.append((step, level.tolist(), tokens.clone())))
+    assert [s for s, _, _ in seen] == list(range(len(model.levels))) == list(range(3 + 4 - 1))
+    for step, level, partial in seen:
+        filled = (partial[0] >= 0).nonzero().flatten().tolist()
+        assert filled == sorted(i for lv in model.levels[: step + 1] for i in lv.tolist())
+        assert torch.equal(partial[:, filled], out.tokens[:, filled])

@@ -251,7 +251,9 @@ def _ddt_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-BENCHES = {"ddt": bench_ddt}
+from .bench_nar import bench_nar  # noqa: E402  (bench_nar imports nothing from this module)
+
+BENCHES = {"ddt": bench_ddt, "nar": bench_nar}
 
 
 def run_bench(name: str, **kwargs) -> dict:

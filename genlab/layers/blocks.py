@@ -47,8 +47,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 cache=None, positions: torch.Tensor | None = None):
         """x (B, N, D); rope (N, head_dim/2) for these N tokens; mask (N, N_k) boolean, True = may attend.
-        With a KVCache, the new keys/values are written at sequence `positions` (N,) and the queries attend to the
-        whole cache (N_k = cache length; the mask must hide unwritten slots)."""
+        With a KVCache, the new keys/values of sequence `positions` (N,) are appended to it and the queries attend
+        to its filled entries (N_k = entries after this step, in writing order; the mask is laid out the same)."""
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)

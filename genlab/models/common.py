@@ -263,7 +263,12 @@ class TokenTransformerMixin(PresetMixin):
         others) and return the mixed logits (B, t, V) of the raster `targets` (t,), all routed from these inputs."""
         device = class_labels.device
         positions = positions.to(device)
-        mask = self.attention_mask.to(device)[positions]
+        # The caches hold the earlier steps' entries in writing order; the keys of this step are the filled ones
+        # plus these positions. Orders whose levels see every earlier level and their own level whole (raster,
+        # NAR rings) give an all-True mask here, and SDPA runs faster without one.
+        keys = torch.cat([caches[0].filled_positions, positions])
+        mask = self.attention_mask.to(device)[positions][:, keys]
+        mask = None if bool(mask.all()) else mask
         hidden = self.head_hidden_states(self.embed(tokens, class_labels, positions), positions, mask, caches)
         src, valid = (t[targets].to(device) for t in self.routes)
         slot = torch.full((self.seq_len,), -1, dtype=torch.long, device=device)

@@ -47,12 +47,18 @@ class DDTModel(PatchTransformerMixin, GenlabModel):
     def __init__(self, sample_size: int = 32, in_channels: int = 1, patch_size: int = 4, hidden_size: int = 192,
                  num_encoder_layers: int = 6, num_decoder_layers: int = 2, num_heads: int = 6, mlp_ratio: float = 4.0,
                  num_classes: int = 10, class_names: list | None = None, rope_span: float | None = 16.0,
-                 rope_theta: float = 10000.0, time_max_period: float = 10.0):
+                 rope_theta: float = 10000.0, time_max_period: float = 10.0, repa_layer: int | None = None,
+                 repa_dim: int | None = None):
         super().__init__()
         check_patch_transformer_config(sample_size, patch_size, hidden_size, num_heads, num_classes, class_names)
         if num_encoder_layers < 1 or num_decoder_layers < 1:
             raise GenlabError(f"DDT needs at least one encoder and one decoder block, got "
                               f"{num_encoder_layers}En{num_decoder_layers}De")
+        if (repa_layer is None) != (repa_dim is None):
+            raise GenlabError("REPA alignment needs both repa_layer (encoder block) and repa_dim (teacher features)")
+        if repa_layer is not None and not (isinstance(repa_layer, int) and 1 <= repa_layer <= num_encoder_layers):
+            raise GenlabError(f"repa_layer is 1-indexed and must lie in the encoder (1..{num_encoder_layers}), "
+                              f"got {repa_layer!r}")
         patch_features = in_channels * patch_size * patch_size
         self.s_embedder = PatchEmbed(in_channels, patch_size, hidden_size)  # encoder input
         self.x_embedder = PatchEmbed(in_channels, patch_size, hidden_size)  # decoder input: same patches, own weights
@@ -64,6 +70,10 @@ class DDTModel(PatchTransformerMixin, GenlabModel):
             for _ in range(num_encoder_layers + num_decoder_layers)
         )
         self.final_layer = FinalLayer(hidden_size, patch_features)
+        # REPA (training only): MLP from the hidden state after encoder block `repa_layer` to the teacher's features.
+        self.repa_projector = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size), nn.SiLU(),
+            nn.Linear(hidden_size, repa_dim)) if repa_layer is not None else None
 
     @property
     def encoder_blocks(self) -> list[nn.Module]:
@@ -73,13 +83,19 @@ class DDTModel(PatchTransformerMixin, GenlabModel):
     def decoder_blocks(self) -> list[nn.Module]:
         return list(self.blocks[self.config.num_encoder_layers:])
 
-    def encode(self, x: torch.Tensor, t_emb: torch.Tensor, class_labels: torch.Tensor, rope: torch.Tensor):
-        """Condition encoder: noisy input -> self-condition z (B, N, D). t_emb is (B, 1, D)."""
+    def encode(self, x: torch.Tensor, t_emb: torch.Tensor, class_labels: torch.Tensor, rope: torch.Tensor,
+               keep: int | None = None):
+        """Condition encoder: noisy input -> self-condition z (B, N, D). t_emb is (B, 1, D).
+        With keep = i (1-indexed) it returns (z, hidden state after encoder block i)."""
         c = F.silu(t_emb + self.y_embedder(class_labels)[:, None])  # per sample
         h = self.s_embedder(x)
-        for block in self.encoder_blocks:
+        kept = None
+        for i, block in enumerate(self.encoder_blocks, start=1):
             h = block(h, c, rope)
-        return F.silu(t_emb + h)  # no norm on h_E (official)
+            if i == keep:
+                kept = h
+        z = F.silu(t_emb + h)  # no norm on h_E (official)
+        return z if keep is None else (z, kept)
 
     def decode(self, x: torch.Tensor, z: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """Velocity decoder: noisy input and per-token condition z -> velocity (B, C, H, W)."""
@@ -90,14 +106,21 @@ class DDTModel(PatchTransformerMixin, GenlabModel):
         return unpatchify(self.final_layer(h, z), self.config.patch_size, H, W)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor,
-                z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                z: torch.Tensor | None = None, return_alignment: bool = False):
         """x: (B, C, H, W) noisy input x_t; t: (B,) in [0, 1] (0 = noise); class_labels: (B,) long (num_classes =
         no class); z: (B, N, D) self-condition from an earlier call, or None to run the encoder.
-        Returns (velocity shaped like x, z). With z given, t and class_labels are not used."""
+        Returns (velocity shaped like x, z). With z given, t and class_labels are not used.
+        return_alignment=True (training with REPA, needs repa_layer) returns (velocity, z, projected (B, N, repa_dim)
+        features of encoder block repa_layer), computed inside forward so DDP sees the projector's use."""
         self.check_inputs(x, t, class_labels)
         p = self.config.patch_size
         gh, gw = x.shape[2] // p, x.shape[3] // p
         rope = self.rope(gh, gw)
+        if return_alignment:
+            if self.repa_projector is None:
+                raise GenlabError("this DDTModel has no REPA projector: build it with repa_layer and repa_dim")
+            z, kept = self.encode(x, self.t_embedder(t)[:, None], class_labels, rope, keep=self.config.repa_layer)
+            return self.decode(x, z, rope), z, self.repa_projector(kept)
         if z is None:
             z = self.encode(x, self.t_embedder(t)[:, None], class_labels, rope)
         elif z.shape != (x.shape[0], gh * gw, self.config.hidden_size):

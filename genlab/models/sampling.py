@@ -71,8 +71,12 @@ class TokenSample:
 @torch.no_grad()
 def generate_tokens(model, class_labels: torch.Tensor, guidance: GuidanceSchedule | float = 1.0,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                    generator: torch.Generator | None = None, return_logits: bool = False) -> TokenSample:
-    """Sample (B, N) token ids for class_labels (B,) with the model's own order."""
+                    generator: torch.Generator | None = None, return_logits: bool = False,
+                    callback=None) -> TokenSample:
+    """Sample (B, N) token ids for class_labels (B,) with the model's own order.
+
+    callback(step, level, tokens): called after every forward pass with the step index, the raster indices (n_k,)
+    just sampled and the (B, N) ids so far (a copy; positions not yet sampled hold -1), e.g. to animate decoding."""
     check_sampling_args(temperature, top_k, top_p)
     if not isinstance(guidance, GuidanceSchedule):
         guidance = GuidanceSchedule(float(guidance))
@@ -99,6 +103,11 @@ def generate_tokens(model, class_labels: torch.Tensor, guidance: GuidanceSchedul
         if return_logits:
             all_logits[:, level.to(tokens.device)] = mixed.float()
         done += len(level)
+        if callback is not None:
+            partial = torch.full_like(tokens, -1)
+            finished = torch.cat(list(model.levels[:calls])).to(tokens.device)
+            partial[:, finished] = tokens[:, finished]
+            callback(calls - 1, level, partial)
         positions = 1 + level
         inputs = torch.cat([new, new]) if use_cfg else new
     return TokenSample(tokens, calls, all_logits)

@@ -135,15 +135,15 @@ class DDTPipeline(GenlabPipeline):
 
     def solve_sharing_schedule(self, num_inference_steps: int = 30, num_encoder_steps=None, sharing_ratio=None,
                                guidance_scale: float = 2.0, guidance_interval: tuple[float, float] | None = None,
-                               num_template_samples: int = TEMPLATE_SAMPLES) -> list[int]:
-        """Measure the template statistics afresh, solve the DP for K key steps (K = num_encoder_steps, or
-        ceil(M / sharing_ratio)) and store the result in the pipeline config (saved by save_pretrained).
-        Returns the key steps."""
+                               num_template_samples: int = TEMPLATE_SAMPLES, refresh: bool = True) -> list[int]:
+        """Measure the template statistics (afresh, or with refresh=False reuse this session's), solve the DP for K
+        key steps (K = num_encoder_steps, or ceil(M / sharing_ratio)) and store the result in the pipeline config
+        (saved by save_pretrained). Returns the key steps."""
         steps = self.check_steps(num_inference_steps)
         guidance = self.guidance_schedule(guidance_scale, guidance_interval)
         evaluations = self.scheduler.model_evaluations(steps)
         policy = self.sharing_policy("statdp", sharing_ratio, num_encoder_steps, evaluations)
-        sim = self.sharing_similarity(steps, guidance_scale, guidance_interval, num_template_samples, refresh=True)
+        sim = self.sharing_similarity(steps, guidance_scale, guidance_interval, num_template_samples, refresh=refresh)
         return self._store_schedule(steps, policy, guidance, 1 - sim, num_template_samples)
 
     def _store_schedule(self, steps, policy, guidance, errors, num_template_samples) -> list[int]:

@@ -28,16 +28,23 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 
 
 class FlowMatchingObjective(nn.Module):
-    """Class-conditional flow matching: x_t = t x + (1 - t) e, target v = x - e, label dropout for CFG."""
+    """Class-conditional flow matching: x_t = t x + (1 - t) e, target v = x - e, label dropout for CFG.
 
-    def __init__(self, scheduler: FlowMatchScheduler, tokenizer: nn.Module | None = None, label_dropout: float = 0.1):
+    With a REPA `teacher` (genlab.training.repa) and `alignment_weight` λ > 0, the model (a DDTModel built with
+    repa_layer / repa_dim) also returns its projected encoder features, and the loss is L_fm + λ L_enc with L_enc
+    the alignment to the teacher's features of the clean image. The dict then also holds `loss_fm` and `loss_enc`."""
+
+    def __init__(self, scheduler: FlowMatchScheduler, tokenizer: nn.Module | None = None, label_dropout: float = 0.1,
+                 teacher: nn.Module | None = None, alignment_weight: float = 0.5):
         super().__init__()
         self.scheduler = scheduler
         self.tokenizer = tokenizer.requires_grad_(False).eval() if tokenizer is not None else None
         self.label_dropout = label_dropout
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.alignment_weight = float(alignment_weight)
 
     def forward(self, model, batch, generator=None):
-        x = batch["pixel_values"]
+        clean = x = batch["pixel_values"]
         if self.tokenizer is not None:
             with torch.no_grad():
                 x = self.tokenizer.encode(x)
@@ -47,11 +54,21 @@ class FlowMatchingObjective(nn.Module):
         t = self.scheduler.sample_t(x.shape[0], generator).to(x.device)
         noise = randn_like(x, generator)
         x_t = self.scheduler.add_noise(x, noise, t)
+        target = self.scheduler.velocity_target(x, noise).float()
+        if self.teacher is not None:
+            from .repa import alignment_loss
+
+            v, _, projected = model(x_t, t, labels, return_alignment=True)
+            p = unwrap(model).config.patch_size
+            grid = (x.shape[-2] // p, x.shape[-1] // p)
+            loss_fm = F.mse_loss(v.float(), target)
+            loss_enc = alignment_loss(projected, self.teacher.patch_features(clean, grid))  # teacher sees clean data
+            return {"loss": loss_fm + self.alignment_weight * loss_enc, "loss_fm": loss_fm.detach(),
+                    "loss_enc": loss_enc.detach()}
         v = model(x_t, t, labels)
         if isinstance(v, tuple):  # DDT-style models also return their self-condition z: (velocity, z)
             v = v[0]
-        loss = F.mse_loss(v.float(), self.scheduler.velocity_target(x, noise).float())
-        return {"loss": loss}
+        return {"loss": F.mse_loss(v.float(), target)}
 
 
 class TokenizerObjective(nn.Module):

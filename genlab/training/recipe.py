@@ -155,10 +155,36 @@ class FlowDiTBuilder:
 
 class FlowDDTBuilder(FlowDiTBuilder):
     """kind: flow_ddt — a class-conditional DDT (condition encoder + velocity decoder) trained with flow matching,
-    saved as a DDTPipeline. The recipe's `sample` section may set the sharing policy of the training previews."""
+    saved as a DDTPipeline. The recipe's `sample` section may set the sharing policy of the training previews.
+
+    Optional REPA alignment of the encoder: `objective: {alignment: {teacher: {type: classifier, name: fashion}
+    (or {type: dinov2, path: local folder}), layer: 2 (1-indexed encoder block), weight: 0.5}}`."""
 
     model_class = "DDTModel"
     pipeline_class = "DDTPipeline"
+
+    def data_config(self) -> dict:
+        config = super().data_config()
+        alignment = self.recipe.get("objective", {}).get("alignment")
+        if alignment:
+            from .repa import load_teacher
+
+            unknown = sorted(set(alignment) - {"teacher", "layer", "weight"})
+            if unknown:
+                raise GenlabError(f"objective.alignment: unknown entries {unknown} (teacher, layer, weight)")
+            patch = self.recipe.get("model", {}).get("patch_size", 4)
+            grid = (config["sample_size"] // patch,) * 2
+            self.teacher = load_teacher(alignment.get("teacher", {}), grid)
+            config.update(repa_layer=alignment.get("layer", 1), repa_dim=self.teacher.dim)
+        return config
+
+    def build_objective(self, spec: dict):
+        objective = super().build_objective(spec)
+        alignment = spec.get("alignment")
+        if alignment:
+            objective.teacher = self.teacher.eval().requires_grad_(False)
+            objective.alignment_weight = float(alignment.get("weight", 0.5))
+        return objective
 
 
 class TokenARBuilder(FlowDiTBuilder):

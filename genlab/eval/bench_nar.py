@@ -1,0 +1,190 @@
+"""`genlab bench nar`: NAR's next-neighbour decoding against raster AR, in one run on the same seeds and batch.
+
+NAR spec §10 items 7 and 12:
+- speed: forward passes and wall-clock of KV-cached raster AR vs NAR on an 8x8 grid (the trained ar-digits and
+  nar-digits pipelines, tokenizer decode included) and on a 16x16 grid and a 4x8x8 clip (the same architectures
+  built for that grid with fresh weights: sampling cost does not depend on the weights, so this times the method,
+  not a model we trained). Both samplers are timed round-robin, median of `repeats`, with CFG on.
+- quality: class accuracy and the classifier Fréchet distance of both trained image pipelines over several
+  sampling seeds (mean and spread), and the verdict "NAR not worse than AR beyond the spread".
+- video: the trained nar-shapes-video pipeline's forward passes and wall-clock for its 4x8x8 clips.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from ..errors import GenlabError, check_positive_int
+from .bench_utils import check_seed, count_parameters, load_expected, machine_info, machine_line, write_report
+
+
+def _with_grid(model, grid):
+    """The same architecture as `model` (AR or NAR) for another token grid, fresh weights, eval mode."""
+    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    config["grid_size"] = list(grid)
+    if len(grid) == 3 and config.get("pos_embed") == "rope" and \
+            (config["hidden_size"] // config["num_heads"]) % 6:
+        config["pos_embed"] = "learned"  # 3-D RoPE needs head_dim % 6 == 0; the video models use a learned PE
+    return type(model).from_config(config).eval()
+
+
+def _time_samplers(samplers: dict, repeats: int) -> tuple[dict, dict]:
+    """samplers: name -> fn() returning its forward count. Warm-up once, then round-robin; medians in seconds."""
+    forwards = {name: fn() for name, fn in samplers.items()}
+    times = {name: [] for name in samplers}
+    for _ in range(repeats):
+        for name, fn in samplers.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return forwards, {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _token_sampler(model, labels, guidance, seed):
+    from ..models import generate_tokens
+
+    def run():
+        return generate_tokens(model, labels, guidance, generator=torch.Generator().manual_seed(seed)).num_forward
+    return run
+
+
+def _pipe_sampler(pipe, labels, guidance, seed):
+    def run():
+        pipe(class_labels=labels, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
+             output_type="pt")
+        return pipe.last_num_forward
+    return run
+
+
+def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/nar-digits",
+              video_path: str | None = "pipelines/nar-shapes-video", batch_size: int = 32, repeats: int = 3,
+              num_samples: int = 200, seeds=(0, 1, 2), threads: int = 2, out: str | None = "bench/nar.md",
+              seed: int = 0) -> dict:
+    """Benchmark NAR vs raster AR (speed at 8x8, 16x16 and a 4x8x8 clip; quality over `seeds`); see the module doc.
+
+    `seed` seeds the timed calls; `seeds` are the sampling seeds of the quality runs (num_samples class-balanced
+    samples each). `video_path=None` (or "") skips the trained video pipeline."""
+    from ..pipelines.loading import sampling_defaults, training_info
+    from . import class_accuracy, frechet_distance, load_classifier, real_reference
+    from .runner import generate_balanced
+
+    batch_size = check_positive_int(batch_size, "batch_size")
+    repeats = check_positive_int(repeats, "repeats")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    threads = check_positive_int(threads, "threads")
+    check_seed(seed)
+    seeds = [check_seed(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+    if not seeds:
+        raise GenlabError("give at least one sampling seed")
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ar = load_expected(ar_path, "ARPipeline", "--ar")
+        nar = load_expected(nar_path, "NARPipeline", "--nar")
+        info = training_info(nar_path)
+        dataset = info.get("dataset")
+        if dataset is None or training_info(ar_path).get("dataset") != dataset:
+            raise GenlabError(f"{ar_path} and {nar_path} must both have a training_info.json naming the same data set")
+        _, guidance, _ = sampling_defaults(nar_path)
+        num_classes = nar.transformer.config.num_classes
+        labels = torch.arange(batch_size) % num_classes
+
+        # ---- speed: trained 8x8 pipelines, then the same architectures at 16x16 and on a 4x8x8 clip
+        speed = []
+        trained, fresh = "trained pipelines", "same architecture, fresh weights"
+        for source, grid in [(trained, tuple(nar.transformer.grid)), (fresh, (16, 16)), (fresh, (4, 8, 8))]:
+            if source == trained:
+                samplers = {"AR": _pipe_sampler(ar, labels.tolist(), guidance, seed),
+                            "NAR": _pipe_sampler(nar, labels.tolist(), guidance, seed)}
+            else:
+                samplers = {"AR": _token_sampler(_with_grid(ar.transformer, grid), labels, guidance, seed),
+                            "NAR": _token_sampler(_with_grid(nar.transformer, grid), labels, guidance, seed)}
+            forwards, seconds = _time_samplers(samplers, repeats)
+            speed.append({"grid": "x".join(map(str, grid)), "source": source, "ar_forward": forwards["AR"],
+                          "nar_forward": forwards["NAR"], "ar_seconds": seconds["AR"], "nar_seconds": seconds["NAR"],
+                          "speedup": seconds["AR"] / seconds["NAR"]})
+
+        # ---- the trained video pipeline
+        video = None
+        if video_path:
+            vid = load_expected(video_path, "NARVideoPipeline", "--video")
+            _, vguidance, _ = sampling_defaults(video_path)
+            vlabels = (torch.arange(batch_size) % vid.transformer.config.num_classes).tolist()
+            forwards, seconds = _time_samplers({"NAR": _pipe_sampler(vid, vlabels, vguidance, seed)}, repeats)
+            video = {"pipeline": video_path, "grid": "x".join(map(str, vid.transformer.grid)),
+                     "forward": forwards["NAR"], "seconds": seconds["NAR"], "batch_size": batch_size,
+                     "guidance": vguidance, "tokens": vid.transformer.num_tokens}
+
+        # ---- quality over sampling seeds
+        classifier = load_classifier(dataset)
+        reals = real_reference(dataset, "test")
+        quality = {}
+        for name, pipe, path in [("AR", ar, ar_path), ("NAR", nar, nar_path)]:
+            _, g, sample = sampling_defaults(path)
+            extra = {k: v for k, v in sample.items() if k != "guidance_scale"}
+            accs, fds = [], []
+            for s in seeds:
+                images, sample_labels = generate_balanced(pipe, num_classes, num_samples, 0, g, s, 100, **extra)
+                accs.append(class_accuracy(images, sample_labels, classifier))
+                fds.append(frechet_distance(reals, images, classifier))
+            quality[name] = {"pipeline": path, "parameters": count_parameters(pipe.transformer),
+                             "training_steps": training_info(path).get("steps"), "guidance": g,
+                             "accuracy": accs, "fd": fds}
+    finally:
+        torch.set_num_threads(old_threads)
+
+    for q in quality.values():
+        for key in ("accuracy", "fd"):
+            q[f"{key}_mean"] = statistics.fmean(q[key])
+            q[f"{key}_std"] = statistics.stdev(q[key]) if len(q[key]) > 1 else 0.0
+    a, n = quality["AR"], quality["NAR"]
+    spread_acc = max(a["accuracy_std"], n["accuracy_std"])
+    spread_fd = max(a["fd_std"], n["fd_std"])
+    verdict = {"accuracy_not_worse": n["accuracy_mean"] >= a["accuracy_mean"] - spread_acc,
+               "fd_not_worse": n["fd_mean"] <= a["fd_mean"] + spread_fd}
+
+    command = (f"genlab bench nar --ar {ar_path} --nar {nar_path} --video {video_path or ''} --batch-size {batch_size} "
+               f"--repeats {repeats} --num-samples {num_samples} --seeds {' '.join(map(str, seeds))} "
+               f"--seed {seed} --threads {threads}" + (f" --out {out}" if out else ""))
+    result = {"bench": "nar", "command": command, "machine": machine_info(threads), "dataset": dataset,
+              "batch_size": batch_size, "guidance": guidance, "repeats": repeats, "num_samples": num_samples,
+              "seeds": seeds, "speed": speed, "video": video, "quality": quality, "verdict": verdict}
+    result["markdown"] = _nar_markdown(result)
+    write_report(out, result["markdown"])
+    return result
+
+
+def _nar_markdown(r: dict) -> str:
+    lines = ["# NAR bench: next-neighbour rings vs raster AR", "", f"Command: `{r['command']}`", "",
+             machine_line(r["machine"]), "",
+             (f"Speed: batch {r['batch_size']} labels with CFG {r['guidance']:g} (the batch is doubled), KV cache on "
+              f"for both, median of {r['repeats']} calls after one warm-up, AR and NAR timed round-robin. The "
+              "8x8 row times the trained pipelines including the VQ decode; the other rows build the same "
+              "architectures for that grid with fresh weights (sampling cost does not depend on the weights)."), "",
+             "| grid | models | AR forward passes | NAR forward passes | AR s | NAR s | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for s in r["speed"]:
+        lines.append(f"| {s['grid']} | {s['source']} | {s['ar_forward']} | {s['nar_forward']} | "
+                     f"{s['ar_seconds']:.3f} | {s['nar_seconds']:.3f} | {s['speedup']:.2f}× |")
+    v = r["video"]
+    if v:
+        lines += ["", (f"Trained video pipeline `{v['pipeline']}`: {v['grid']} token grid ({v['tokens']} tokens), "
+                       f"{v['forward']} forward passes, {v['seconds']:.3f} s for {v['batch_size']} clips "
+                       f"(CFG {v['guidance']:g}, VQ decode of every frame included).")]
+    lines += ["", (f"Quality on {r['dataset']}: {r['num_samples']} class-balanced samples per sampling seed "
+                   f"{', '.join(map(str, r['seeds']))}, each pipeline's recipe guidance; mean ± standard deviation "
+                   "over the seeds (one trained model each)."), "",
+              "| model | pipeline | parameters | training steps | CFG | class accuracy | Fréchet distance |",
+              "|---|---|---|---|---|---|---|"]
+    for name, q in r["quality"].items():
+        lines.append(f"| {name} | `{q['pipeline']}` | {q['parameters']:,} | {q['training_steps']} | {q['guidance']:g} | "
+                     f"{100 * q['accuracy_mean']:.1f} ± {100 * q['accuracy_std']:.1f} % | "
+                     f"{q['fd_mean']:.2f} ± {q['fd_std']:.2f} |")
+    verdict = r["verdict"]
+    lines += ["", (f"NAR not worse than AR beyond the spread: class accuracy {'yes' if verdict['accuracy_not_worse'] else 'NO'}"
+                   f", Fréchet distance {'yes' if verdict['fd_not_worse'] else 'NO'}."), ""]
+    return "\n".join(lines)
