@@ -15,7 +15,7 @@ from genlab.pipelines import DDTPipeline, FlowDiTPipeline
 from genlab.schedulers import FlowMatchScheduler
 from genlab.tokenizers import PixelTokenizer
 
-STEPS, RATES = 6, (2, 3)
+STEPS, RATES = 6, (2, 4)
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,18 @@ def test_bad_input_gives_one_line_errors(folders, tmp_path, capsys):
         assert main(args) == 2
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], lines
+
+
+def test_results_table_and_plot(result, tmp_path):
+    from genlab.eval.bench import write_results
+
+    res, _ = result
+    s = res["summary"]
+    assert s["speed_ratio"] > 0 and 0 <= s["method_quality"]["class_accuracy"] <= 1 and "statdp" in s["method"]
+    md, png = write_results({"ddt": res}, folder=str(tmp_path))
+    text = open(md).read()
+    assert s["method"] in text and s["command"] in text and "results.png" in text
+    import PIL.Image
+
+    with PIL.Image.open(png) as im:
+        assert im.size[0] > 100 and im.size[1] > 100

@@ -55,6 +55,7 @@ def test_bench_nar_counts_rows_quality_and_report(folders, tmp_path):
     assert (rows["4x8x8"]["ar_forward"], rows["4x8x8"]["nar_forward"]) == (256, 18)
     assert all(r["ar_seconds"] > 0 and r["nar_seconds"] > 0 and r["speedup"] > 0 for r in rows.values())
     assert res["video"]["forward"] == 2 + 4 + 4 - 2 and res["video"]["grid"] == "2x4x4"
+    assert 0 <= res["video"]["frame_accuracy"] <= 1
     for q in res["quality"].values():
         assert len(q["accuracy"]) == len(q["fd"]) == 2 and q["accuracy_std"] >= 0 and q["parameters"] > 0
     assert set(res["verdict"]) == {"accuracy_not_worse", "fd_not_worse"}

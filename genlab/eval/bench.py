@@ -12,6 +12,7 @@ same noise, the classifier accuracy of every policy, and DDT vs the equal-size D
 from __future__ import annotations
 
 import inspect
+import os
 import math
 import statistics
 import time
@@ -54,7 +55,7 @@ def _fmt(x, digits=3):
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def bench_ddt(ddt_path: str = "pipelines/ddt-digits", dit_path: str = "pipelines/dit-digits", steps: int = 40,
+def bench_ddt(ddt_path: str = "pipelines/ddt-fashion", dit_path: str = "pipelines/dit-fashion", steps: int = 40,
               batch_size: int = 8, guidance: float = 3.0, rates=(2, 4, 5), repeats: int = 3, num_samples: int = 200,
               seed: int = 0, threads: int = 2, out: str | None = "bench/ddt.md", guidance_interval=None,
               print_report: bool = False) -> dict:
@@ -157,6 +158,8 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-digits", dit_path: str = "pipelines
                                           **extra_call)
         reference = images["none"]
         deviation = {name: float(((im - reference) ** 2).mean()) for name, im in images.items()}
+        reals = real_reference(dataset, "test")
+        fd = {name: frechet_distance(reals, im, classifier) for name, im in images.items()}
 
         rows = []
         for p in policies:
@@ -167,10 +170,9 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-digits", dit_path: str = "pipelines
                 "encoder_calls": k, "decoder_calls": stats[name]["decoder_calls"],
                 "key_steps": stats[name]["key_steps"], "seconds": seconds[name],
                 "speedup": seconds["none"] / seconds[name], "model_speedup": (enc + dec) / (enc * k / n_eval + dec),
-                "deviation": deviation[name], "class_accuracy": acc[name],
+                "deviation": deviation[name], "class_accuracy": acc[name], "frechet_distance": fd[name],
             })
 
-        reals = real_reference(dataset, "test")
         dit_labels = torch.arange(num_samples) % num_classes
         comparison = {}
         for name, path, info, pipe, ims, secs in [
@@ -198,6 +200,16 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-digits", dit_path: str = "pipelines
         "template_seconds": template_seconds, "schedules": schedules, "policies": rows, "times": times,
         "ddt_vs_dit": comparison,
     }
+    r = 4 if 4 in rates else rates[-1]
+    row = next(p for p in rows if p["policy"] == f"statdp(r={r})")
+    result["summary"] = {
+        "method": f"DDT, statdp sharing r={r} ({row['encoder_calls']}/{n_eval} encoder calls)",
+        "baseline": "DiT (same size and training steps)", "dataset": dataset,
+        "speed_ratio": seconds["dit"] / seconds[row["policy"]], "trick_speed_ratio": row["speedup"],
+        "method_quality": {"class_accuracy": row["class_accuracy"], "frechet_distance": row["frechet_distance"]},
+        "baseline_quality": {"class_accuracy": comparison["DiT"]["class_accuracy"],
+                             "frechet_distance": comparison["DiT"]["frechet_distance"]},
+        "command": command}
     result["markdown"] = _ddt_markdown(result)
     write_report(out, result["markdown"])
     if print_report:
@@ -220,13 +232,13 @@ def _ddt_markdown(r: dict) -> str:
         f"Encoder / decoder blocks E = {r['encoder_layers']}, D = {r['decoder_layers']}."), "",
         "## Encoder sharing", "",
         ("| policy | share ratio | encoder calls K | decoder calls | s / batch | speed-up (measured) | "
-        "layer model (E+D)/(E·K/N+D) | MSD vs none | class accuracy |"),
-        "|---|---|---|---|---|---|---|---|---|",
+        "layer model (E+D)/(E·K/N+D) | MSD vs none | class accuracy | Fréchet distance |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["policies"]:
         lines.append(f"| {p['policy']} | {p['share_ratio']:.2f} | {p['encoder_calls']} | {p['decoder_calls']} | "
                      f"{p['seconds']:.3f} | {p['speedup']:.2f}× | {p['model_speedup']:.2f}× | "
-                     f"{p['deviation']:.3g} | {100 * p['class_accuracy']:.1f} % |")
+                     f"{p['deviation']:.3g} | {100 * p['class_accuracy']:.1f} % | {p['frechet_distance']:.2f} |")
     lines += ["", ("MSD = mean squared deviation of the final images (in [-1, 1]) from the no-sharing images on the "
               "same noise and labels."), "",
               (f"Statdp schedules: one-off template run (8 samples, full recompute) {r['template_seconds']:.3f} s, "
@@ -263,9 +275,53 @@ def run_bench(name: str, **kwargs) -> dict:
         if kwargs.get("out"):
             raise GenlabError("--out names one report; with 'all' every bench writes its default bench/<name>.md")
         kwargs.pop("out", None)
-        return {n: run_bench(n, **kwargs) for n in BENCHES}
+        results = {n: run_bench(n, **kwargs) for n in BENCHES}
+        write_results(results)
+        return results
     if name not in BENCHES:
         raise GenlabError(f"unknown bench {name!r}; choose from {sorted(BENCHES) + ['all']}")
     fn = BENCHES[name]
     accepted = inspect.signature(fn).parameters
     return fn(**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
+
+
+def write_results(results: dict, folder: str = "bench") -> tuple[str, str]:
+    """bench/results.md (one row per method: baseline, speed ratio, quality of both, command) and bench/results.png
+    (speed ratio against class accuracy, method and baseline joined by a line). Returns the two paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = ["# genlab bench all: every method against its baseline, measured in one run each", "",
+             ("Speed ratio = the baseline's sampling time / the method's on the same batch and seeds (> 1: the method "
+              "is faster); \"trick alone\" = the same model with its acceleration off / on. Class accuracy and "
+              "Fréchet distance from genlab's shipped classifier for the data set (Fréchet distance on its features; "
+              "lower is better). Full reports: bench/<name>.md."), "",
+             "| method | baseline | data | speed ratio | trick alone | method acc. / FD | baseline acc. / FD | command |",
+             "|---|---|---|---|---|---|---|---|"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, result in results.items():
+        s = result["summary"]
+        m, b = s["method_quality"], s["baseline_quality"]
+        trick = f"{s['trick_speed_ratio']:.2f}×" if s.get("trick_speed_ratio") else "—"
+        lines.append(f"| {s['method']} | {s['baseline']} | {s['dataset']} | {s['speed_ratio']:.2f}× | {trick} | "
+                     f"{100 * m['class_accuracy']:.1f} % / {m['frechet_distance']:.2f} | "
+                     f"{100 * b['class_accuracy']:.1f} % / {b['frechet_distance']:.2f} | `{s['command']}` |")
+        xs, ys = [1.0, s["speed_ratio"]], [100 * b["class_accuracy"], 100 * m["class_accuracy"]]
+        ax.plot(xs, ys, "-", color="gray", lw=1)
+        ax.scatter(xs[:1], ys[:1], marker="s", label=f"{name}: baseline")
+        ax.scatter(xs[1:], ys[1:], marker="o", label=f"{name}: method")
+    ax.axvline(1.0, color="black", lw=0.5)
+    ax.set_xlabel("speed ratio vs baseline (×)")
+    ax.set_ylabel("class accuracy (%)")
+    ax.set_title("genlab bench all: speed and quality")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(folder, exist_ok=True)
+    md, png = os.path.join(folder, "results.md"), os.path.join(folder, "results.png")
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    lines += ["", "![speed vs quality](results.png)", ""]
+    write_report(md, "\n".join(lines))
+    return md, png

@@ -117,7 +117,14 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
             forwards, seconds = _time_samplers({"NAR": _pipe_sampler(vid, vlabels, vguidance, seed)}, repeats)
             video = {"pipeline": video_path, "grid": "x".join(map(str, vid.transformer.grid)),
                      "forward": forwards["NAR"], "seconds": seconds["NAR"], "batch_size": batch_size,
-                     "guidance": vguidance, "tokens": vid.transformer.num_tokens}
+                     "guidance": vguidance, "tokens": vid.transformer.num_tokens, "frame_accuracy": None}
+            vdata = training_info(video_path).get("dataset")
+            if vdata:  # every frame of the clips scored by the data set's classifier against the clip's class
+                clips = vid(class_labels=vlabels, guidance_scale=vguidance, output_type="pt",
+                            generator=torch.Generator().manual_seed(seed)).frames
+                frames = clips.flatten(0, 1) * 2 - 1
+                video["frame_accuracy"] = class_accuracy(frames, torch.tensor(vlabels).repeat_interleave(
+                    clips.shape[1]), load_classifier(vdata))
 
         # ---- quality over sampling seeds
         classifier = load_classifier(dataset)
@@ -153,6 +160,14 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
     result = {"bench": "nar", "command": command, "machine": machine_info(threads), "dataset": dataset,
               "batch_size": batch_size, "guidance": guidance, "repeats": repeats, "num_samples": num_samples,
               "seeds": seeds, "speed": speed, "video": video, "quality": quality, "verdict": verdict}
+    eight = speed[0]
+    result["summary"] = {
+        "method": f"NAR ({eight['nar_forward']} forward passes at {eight['grid']})",
+        "baseline": f"raster AR ({eight['ar_forward']} passes)", "dataset": dataset,
+        "speed_ratio": eight["speedup"], "trick_speed_ratio": None,
+        "method_quality": {"class_accuracy": n["accuracy_mean"], "frechet_distance": n["fd_mean"]},
+        "baseline_quality": {"class_accuracy": a["accuracy_mean"], "frechet_distance": a["fd_mean"]},
+        "command": command}
     result["markdown"] = _nar_markdown(result)
     write_report(out, result["markdown"])
     return result
@@ -174,7 +189,9 @@ def _nar_markdown(r: dict) -> str:
     if v:
         lines += ["", (f"Trained video pipeline `{v['pipeline']}`: {v['grid']} token grid ({v['tokens']} tokens), "
                        f"{v['forward']} forward passes, {v['seconds']:.3f} s for {v['batch_size']} clips "
-                       f"(CFG {v['guidance']:g}, VQ decode of every frame included).")]
+                       f"(CFG {v['guidance']:g}, VQ decode of every frame included)."
+                       + (f" Per-frame class accuracy of those clips (the data set's classifier): "
+                          f"{100 * v['frame_accuracy']:.1f} %." if v["frame_accuracy"] is not None else ""))]
     lines += ["", (f"Quality on {r['dataset']}: {r['num_samples']} class-balanced samples per sampling seed "
                    f"{', '.join(map(str, r['seeds']))}, each pipeline's recipe guidance; mean ± standard deviation "
                    "over the seeds (one trained model each)."), "",
