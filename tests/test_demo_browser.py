@@ -84,6 +84,12 @@ def pick_pipeline(driver, name):
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#pipeline input").get_attribute("value") == name)
 
 
+def open_page(driver, url):
+    """Load the page and wait until on-load has described the first pipeline (whichever folder sorts first)."""
+    driver.get(url)
+    WebDriverWait(driver, TIMEOUT).until(lambda d: text_of(d, "#about").strip())
+
+
 def generate(driver, steps):
     type_into(css(driver, "#steps input"), steps)
     css(driver, "#generate").click()
@@ -91,9 +97,9 @@ def generate(driver, steps):
 
 def test_pick_generate_error_then_generate_again(url, browser, tmp_path):
     wait = WebDriverWait(browser, TIMEOUT)
-    browser.get(url)
-    # The page is ready once on-load has filled the controls for the first pipeline (ddt-digits, with a switch).
-    wait.until(lambda d: shown(d, "#accel_on"))
+    open_page(browser, url)
+    pick_pipeline(browser, "ddt-digits")
+    wait.until(lambda d: shown(d, "#accel_on"))  # ddt-digits has an acceleration switch: shown
     pick_pipeline(browser, "dit-digits")
     wait.until(lambda d: not shown(d, "#accel_on"))  # dit-digits has no acceleration switch: hidden
 
@@ -113,9 +119,9 @@ def test_pick_generate_error_then_generate_again(url, browser, tmp_path):
 
 def test_compare_shows_both_outputs(url, browser, tmp_path):
     wait = WebDriverWait(browser, TIMEOUT)
-    browser.get(url)
-    wait.until(lambda d: shown(d, "#accel_on"))
+    open_page(browser, url)
     pick_pipeline(browser, "ddt-digits")
+    wait.until(lambda d: shown(d, "#accel_on"))
     type_into(css(browser, "#steps input"), 4)
     css(browser, "#compare").click()
     try:
