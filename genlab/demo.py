@@ -18,13 +18,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import PIL.Image
 import torch
 
 from . import pipelines as genlab_pipelines
 from .errors import GenlabError
 from .pipelines.loading import load_pipeline, training_info
-from .utils import image_grid, save_video, video_grid
+from .utils import image_grid, save_video, upscale, video_grid
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +154,6 @@ def _in_range(value, name: str, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise GenlabError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
-
-
-def _upscale(image: PIL.Image.Image, size: int = DISPLAY_SIZE) -> PIL.Image.Image:
-    factor = max(1, size // max(image.size))
-    return image.resize((image.width * factor, image.height * factor), PIL.Image.NEAREST)
 
 
 class Demo:
@@ -298,9 +292,9 @@ class Demo:
         frames = getattr(out, "frames", None)
         if frames is not None:  # GenlabVideoOutput: one list of PIL frames per clip, played side by side
             grid = video_grid([list(clip) for clip in frames])
-            return save_video([_upscale(f) for f in grid], path + ".gif", FPS)
+            return save_video([upscale(f, DISPLAY_SIZE) for f in grid], path + ".gif", FPS)
         images = out.images if hasattr(out, "images") else out[0]
-        _upscale(image_grid(list(images))).save(path + ".png")
+        upscale(image_grid(list(images)), DISPLAY_SIZE).save(path + ".png")
         return path + ".png"
 
     def generate(self, name, inputs: dict, batch=1, seed=0, acceleration=None) -> tuple[str, str]:

@@ -32,6 +32,13 @@ def image_grid(images: list[PIL.Image.Image], rows: int | None = None, pad: int 
     return grid
 
 
+def upscale(image: PIL.Image.Image, size: int) -> PIL.Image.Image:
+    """Enlarge by the integer factor that brings the longer side closest to `size` (nearest neighbour, so 16 px
+    samples stay crisp in a page or a gallery); never shrinks."""
+    factor = max(1, size // max(image.size))
+    return image.resize((image.width * factor, image.height * factor), PIL.Image.NEAREST)
+
+
 def save_video(frames: list[PIL.Image.Image], path: str, fps: float = 4.0) -> str:
     """Write one clip (a list of PIL frames) as an animated GIF with Pillow alone (no ffmpeg or other system tool).
 

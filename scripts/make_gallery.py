@@ -13,19 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import PIL.Image
 import torch
 
 from genlab.eval.runner import takes_steps
 from genlab.pipelines.loading import load_pipeline, sampling_defaults
-from genlab.utils import image_grid, save_video, video_grid
+from genlab.utils import image_grid, save_video, upscale, video_grid
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def upscale(image, size: int):
-    factor = max(1, size // max(image.size))
-    return image.resize((image.width * factor, image.height * factor), PIL.Image.NEAREST)
 
 
 def render(folder: Path, out_dir: Path, size: int, seed: int = 0) -> Path:
