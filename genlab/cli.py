@@ -1,6 +1,8 @@
-"""`genlab` command line: train, sample, eval, bench.
+"""`genlab` command line: train, sample, eval, bench, demo.
 
-Every user mistake ends in one line `error: ...` on stderr and exit status 2, never a traceback.
+Every user mistake ends in one line `error: ...` on stderr and exit status 2, never a traceback. Nothing heavy is
+imported before the arguments are parsed, so `--help` and argument errors answer at once. The commands know no
+method: recipes, benches and pipelines come from `genlab.registry`, and what a pipeline takes from its signature.
 """
 
 from __future__ import annotations
@@ -12,6 +14,22 @@ import sys
 
 from .errors import GenlabError
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+VIDEO_SUFFIXES = (".gif", ".mp4")
+
+
+def _bench_epilog() -> str:
+    from . import registry
+
+    lines = ["benches (flags after the name; `genlab bench NAME --help` for the details):"]
+    for name in registry.bench_names():
+        bench = registry.bench(name)
+        lines.append(f"  {name}: {bench.description}")
+        lines.append("      flags: " + " ".join(a.flag for a in bench.arguments) + " --json")
+    lines.append("  all: every bench above with its defaults (the flags above are passed to the benches that "
+                 "take them); writes bench/results.md and bench/results.png")
+    return "\n".join(lines)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genlab", description="Diffusers-style generative pipelines: train, sample, evaluate.")
@@ -22,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "`accelerate launch` (several processes / GPUs) as well as plain `genlab train`.")
     t.add_argument("recipe", nargs="?", help="name of a shipped recipe (see --list) or a path to a recipe YAML file")
     t.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
-    t.add_argument("--output-dir", help="where the trained pipeline/tokenizer is saved (default: pipelines/<recipe>)")
+    t.add_argument("--output-dir", help="where the trained pipeline/tokenizer is saved (default: <run-dir>/pipeline)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="allow --output-dir to replace a folder that holds another trained model")
     t.add_argument("--run-dir", help="checkpoints, train_log.jsonl and sample grids (default: runs/<recipe>)")
     t.add_argument("--steps", type=int, help="override train.steps: number of optimizer steps")
     t.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
@@ -36,19 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any recipe entry, e.g. --set model.depth=4 (repeatable; value parsed as YAML)")
     t.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --run-dir and start fresh")
 
-    s = sub.add_parser("sample", help="sample images from a pipeline folder into one PNG grid",
-                       description="Load a pipeline folder with DiffusionPipeline.from_pretrained and write samples.")
+    s = sub.add_parser("sample", help="sample from a pipeline folder: an image grid, or a GIF/MP4 for video",
+                       description="Load a pipeline folder with DiffusionPipeline.from_pretrained and write samples: "
+                                   "one row per label or prompt; video pipelines write the clips side by side.")
     s.add_argument("pipeline", help="pipeline folder, e.g. pipelines/dit-digits")
-    s.add_argument("--labels", nargs="+", default=None, help="class ids or class names, one image each (default: every class)")
-    s.add_argument("--num-per-label", type=int, default=1, help="images per label (default 1)")
+    s.add_argument("--labels", nargs="+", default=None,
+                   help="class ids or class names, one sample each (class-conditional pipelines; default: every class)")
+    s.add_argument("--prompt", nargs="+", default=None, help="one or more prompts (text-conditioned pipelines)")
+    s.add_argument("--num-per-label", type=int, default=1, help="samples per label or prompt (default 1)")
     s.add_argument("--steps", type=int, default=None, help="number of inference steps (default: the pipeline's training recipe, else 30)")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off; default: the recipe's)")
     s.add_argument("--seed", type=int, default=0, help="seed of the torch.Generator for the initial noise (default 0)")
-    s.add_argument("--out", default="samples.png", help="output PNG file (a grid, one row per label) (default samples.png)")
+    s.add_argument("--size", type=int, default=256,
+                   help="show each sample at least this many pixels tall (nearest-neighbour, whole factors; "
+                        "0 = native size) (default 256)")
+    s.add_argument("--out", default="samples.png",
+                   help="output file: .png/.jpg for images, .gif/.mp4 for video pipelines (default samples.png; "
+                        "samples.gif for video)")
 
     e = sub.add_parser("eval", help="evaluate a pipeline (class accuracy, Frechet distance) or a tokenizer (PSNR/SSIM)",
-                       description="Pipelines: sample class-balanced images and score them with genlab's shipped "
-                                   "classifier for the data set (class accuracy, Frechet distance on its features). "
+                       description="Pipelines: sample class-balanced images (or prompt with the test captions) and "
+                                   "score them with genlab's shipped classifier for the data set (class accuracy, "
+                                   "Frechet distance on its features, colour accuracy where captions name colours). "
                                    "Tokenizers: reconstruction PSNR and SSIM on the test split.")
     e.add_argument("path", help="a pipeline folder (model_index.json) or a tokenizer folder (config.json)")
     e.add_argument("--dataset", help="data set to compare with (default: the one it was trained on, from training_info.json)")
@@ -60,33 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
     b = sub.add_parser("bench", help="measured speed/quality benchmarks in one run on the same seeds (markdown report)",
-                       description="ddt: DDT encoder sharing (none / uniform(r) / statdp with the same encoder budget) "
-                                   "timed on one batch with CFG, deviation from unshared samples and class accuracy, "
-                                   "plus DDT vs the equal-size DiT. nar: NAR vs raster AR forward passes and "
-                                   "wall-clock (8x8, 16x16, 4x8x8 video) and quality over seeds. all: every "
-                                   "registered bench.")
-    b.add_argument("name", metavar="{ddt,nar,all}", help="which bench to run (all: every registered bench)")
-    b.add_argument("--ddt", dest="ddt_path", default=None, help="DDT pipeline folder (default pipelines/ddt-digits)")
-    b.add_argument("--dit", dest="dit_path", default=None, help="DiT pipeline folder (default pipelines/dit-digits)")
-    b.add_argument("--ar", dest="ar_path", default=None, help="raster AR pipeline folder (default pipelines/ar-digits)")
-    b.add_argument("--nar", dest="nar_path", default=None, help="NAR pipeline folder (default pipelines/nar-digits)")
-    b.add_argument("--video", dest="video_path", default=None,
-                   help="NAR video pipeline folder, '' to skip (default pipelines/nar-shapes-video)")
-    b.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="sampling seeds of the quality runs; mean and spread are reported (nar; default 0 1 2)")
-    b.add_argument("--steps", type=int, default=None, help="inference steps N (default 40)")
-    b.add_argument("--batch-size", type=int, default=None, help="labels in the timed batch, CFG doubles it (default 8)")
-    b.add_argument("--guidance", type=float, default=None, help="CFG scale, > 1 (default 3.0)")
-    b.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="guide only for LO < t < HI (t = 0 noise; default: guide at every step)")
-    b.add_argument("--rates", type=int, nargs="+", default=None,
-                   help="encoder refresh rates r >= 2 (encoder every r-th step; share ratio 1 - 1/r) (default 2 4 5)")
-    b.add_argument("--repeats", type=int, default=None, help="timed calls per policy, the median is reported (default 3)")
-    b.add_argument("--num-samples", type=int, default=None, help="class-balanced samples for the quality metrics (default 200)")
-    b.add_argument("--seed", type=int, default=None, help="seed of the noise, the same for every policy (default 0)")
-    b.add_argument("--threads", type=int, default=None, help="torch threads during the bench (default 2)")
-    b.add_argument("--out", default=None, help="markdown report file (default bench/<name>.md)")
-    b.add_argument("--json", action="store_true", help="print the numbers as one JSON object instead of the markdown")
+                       description="Run one registered bench (or all of them); each writes a markdown report with "
+                                   "the command and machine, and `all` the method-vs-baseline table.",
+                       epilog=_bench_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("name", help="which bench to run (see below), or all")
+    b.add_argument("flags", nargs=argparse.REMAINDER, help="the bench's own flags (see below)")
 
     d = sub.add_parser("demo", help="the Gradio web demo over every pipeline folder (needs the [demo] extra)",
                        description="Serve a Gradio app over the pipeline folders in --pipelines: pick one, generate, "
@@ -97,8 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def bench_parser(name: str) -> argparse.ArgumentParser:
+    """The flags of `genlab bench NAME` (for "all": every bench's flags), from the benches' declarations."""
+    from . import registry
+
+    names = registry.bench_names() if name == "all" else [name]
+    benches = [registry.bench(n) for n in names]  # an unknown name is a GenlabError here
+    description = benches[0].description if name != "all" else "Every registered bench, with its defaults."
+    p = argparse.ArgumentParser(prog=f"genlab bench {name}", description=description)
+    seen: set = set()
+    for bench in benches:
+        bench.add_arguments(p, seen)
+    p.add_argument("--json", action="store_true", help="print the numbers as one JSON object instead of the markdown")
+    return p
+
+
+# ---------------------------------------------------------------- commands
 def cmd_train(args) -> int:
-    from .training.recipe import list_recipes, load_recipe, run_recipe
+    from .training.recipe import check_output_dir, list_recipes, load_recipe, run_recipe
 
     if args.list or not args.recipe:
         print("\n".join(list_recipes()))
@@ -111,37 +134,71 @@ def cmd_train(args) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     recipe = load_recipe(args.recipe, overrides)
-    output_dir = args.output_dir or os.path.join("pipelines", recipe["name"])
-    summary = run_recipe(recipe, output_dir, args.run_dir, resume=not args.no_resume)
+    run_dir = args.run_dir or os.path.join("runs", recipe["name"])
+    output_dir = args.output_dir or os.path.join(run_dir, "pipeline")
+    check_output_dir(output_dir, run_dir, overwrite=args.overwrite)
+    summary = run_recipe(recipe, output_dir, run_dir, resume=not args.no_resume)
     if os.environ.get("RANK", "0") == "0":
         print(f"trained {recipe['name']} for {summary.get('step')} steps; saved to {output_dir}")
     return 0
 
 
+def _check_out_file(path: str, suffixes: tuple) -> None:
+    """Refuse an output path before any work is done: wrong suffix, missing folder, or a folder in the way."""
+    if not str(path).lower().endswith(suffixes):
+        raise GenlabError(f"--out {path}: give a file ending in {', '.join(suffixes)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise GenlabError(f"--out {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise GenlabError(f"--out {path} is a folder; give a file name")
+
+
 def cmd_sample(args) -> int:
     import torch
 
-    from .pipelines.loading import sampling_defaults
-    from .eval.runner import takes_steps
-    from .pipelines.loading import load_pipeline
-    from .utils import image_grid
+    from .pipelines.loading import accepted, is_video_pipeline, load_pipeline, sampling_defaults, takes_steps
+    from .utils import image_grid, save_video, upscale_to_height, video_grid
 
     if args.num_per_label < 1:
         raise GenlabError(f"--num-per-label must be >= 1, got {args.num_per_label}")
+    if args.size < 0:
+        raise GenlabError(f"--size must be >= 0, got {args.size}")
     steps, guidance, sample = sampling_defaults(args.pipeline, args.steps, args.guidance)
     pipe = load_pipeline(args.pipeline)
-    labels = args.labels or list(range(pipe.transformer.config.num_classes))
-    labels = [int(x) if isinstance(x, str) and x.lstrip("-").isdigit() else x for x in labels]
-    labels = [x for x in labels for _ in range(args.num_per_label)]
-    extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
-    if takes_steps(pipe):
-        extra["num_inference_steps"] = steps
-    elif args.steps is not None:  # token AR pipelines: the step count is fixed by the model's decoding order
+    video = is_video_pipeline(pipe)
+    out = "samples.gif" if video and args.out == "samples.png" else args.out
+    _check_out_file(out, VIDEO_SUFFIXES if video else IMAGE_SUFFIXES)
+    if args.steps is not None and not takes_steps(pipe):
         raise GenlabError(f"{type(pipe).__name__} has no --steps: its number of forward passes is fixed by its order")
-    images = pipe(class_labels=labels, guidance_scale=guidance,
-                  generator=torch.Generator().manual_seed(args.seed), **extra).images
-    image_grid(images, rows=len(labels) // args.num_per_label).save(args.out)
-    print(f"wrote {len(images)} samples to {args.out}")
+
+    conditioning = pipe.conditioning_inputs()
+    for flag, name in (("labels", "class_labels"), ("prompt", "prompt")):
+        if getattr(args, flag) is not None and name not in conditioning:
+            raise GenlabError(f"{type(pipe).__name__} takes no --{flag} (it is conditioned on "
+                              f"{', '.join(conditioning) or 'nothing'})")
+    inputs = {}
+    if "prompt" in conditioning:
+        if not args.prompt:
+            raise GenlabError(f"{type(pipe).__name__} is text-conditioned: pass --prompt TEXT [TEXT ...]")
+        inputs["prompt"] = args.prompt
+    if "class_labels" in conditioning and (args.labels or "prompt" not in inputs):
+        labels = args.labels or list(range(getattr(pipe, pipe.conditioning_component).config.num_classes))
+        inputs["class_labels"] = [int(x) if isinstance(x, str) and x.lstrip("-").isdigit() else x for x in labels]
+    rows = max(len(v) for v in inputs.values())
+    inputs = {k: [x for x in v for _ in range(args.num_per_label)] for k, v in inputs.items()}
+    extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
+    call = accepted(pipe, {"num_inference_steps": steps, "guidance_scale": guidance, **extra})
+    result = pipe(**inputs, generator=torch.Generator().manual_seed(args.seed), **call)
+    if video:
+        frames = video_grid([list(clip) for clip in result.frames], rows=rows)
+        frames = [upscale_to_height(f, args.size * rows) if args.size else f for f in frames]
+        save_video(frames, out)
+        print(f"wrote {len(result.frames)} clips to {out}")
+    else:
+        grid = image_grid(result.images, rows=rows)
+        (upscale_to_height(grid, args.size * rows) if args.size else grid).save(out)
+        print(f"wrote {len(result.images)} samples to {out}")
     return 0
 
 
@@ -159,14 +216,13 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    flags = bench_parser(args.name).parse_args(args.flags)
     from .eval.bench import run_bench
 
-    kwargs = {k: getattr(args, k) for k in ("ddt_path", "dit_path", "ar_path", "nar_path", "video_path", "seeds",
-                                             "steps", "batch_size", "guidance", "rates",
-                                             "repeats", "num_samples", "seed", "threads", "out", "guidance_interval")}
+    kwargs = {k: v for k, v in vars(flags).items() if k != "json"}
     result = run_bench(args.name, **kwargs)
     results = result if args.name == "all" else {args.name: result}
-    if args.json:
+    if flags.json:
         print(json.dumps({n: {k: v for k, v in r.items() if k != "markdown"} for n, r in results.items()},
                          default=str))
     else:
@@ -192,17 +248,22 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench":
 def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # genlab never downloads; fail fast instead of retrying the hub
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except GenlabError as e:  # a broken plug-in named in GENLAB_PLUGINS
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.command == "train":
         from .training.launch import relaunch_cpu_workers, requested_cpu_processes
 
         workers = requested_cpu_processes()
         if workers and workers > 1:  # `accelerate launch --cpu --num_processes N` started only this one process
             return relaunch_cpu_workers(workers, argv)
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars; sampling keeps its own bar
     try:
+        if args.command != "demo":
+            from diffusers.utils import logging as diffusers_logging
+
+            diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars; sampling keeps its own
         return COMMANDS[args.command](args)
     except GenlabError as e:
         print(f"error: {e}", file=sys.stderr)

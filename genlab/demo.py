@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import pipelines as genlab_pipelines
-from .errors import GenlabError
-from .pipelines.loading import load_pipeline, training_info
+from . import registry
+from .errors import GenlabError, check_int, check_number, first_line
+from .files import read_json
+from .pipelines.loading import call_parameters, load_pipeline, training_info
 from .utils import image_grid, save_video, upscale, video_grid
 
 log = logging.getLogger(__name__)
@@ -72,38 +73,27 @@ def discover(pipelines_dir: str) -> list[str]:
     return sorted(n for n in os.listdir(pipelines_dir) if is_pipeline_dir(os.path.join(pipelines_dir, n)))
 
 
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise GenlabError(f"cannot read {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise GenlabError(f"{path} does not hold a JSON object")
-    return data
-
-
 def describe(path: str) -> PipelineSpec:
     """Read a folder's class, call signature, class names, sampling defaults and baseline (no weights loaded)."""
     path = os.path.normpath(path)
     if not is_pipeline_dir(path):
         raise GenlabError(f"{path} is not a pipeline folder: model_index.json is missing")
-    index = _read_json(os.path.join(path, "model_index.json"))
+    index = read_json(os.path.join(path, "model_index.json"), path)
     class_name = index.get("_class_name")
-    cls = getattr(genlab_pipelines, str(class_name), None)
-    if not (inspect.isclass(cls) and issubclass(cls, genlab_pipelines.GenlabPipeline)):
-        raise GenlabError(f"{path}: unknown pipeline class {class_name!r} (genlab.pipelines has no such class)")
-    params = dict(inspect.signature(cls.__call__).parameters)
-    params.pop("self", None)
+    cls = registry.pipeline_class(str(class_name))
+    if cls is None:
+        raise GenlabError(f"{path}: unknown pipeline class {class_name!r} (registered: {registry.pipeline_names()})")
+    params = call_parameters(cls)
 
-    # Class names live in the conditioning component's config (the transformer for every genlab method so far);
-    # scan the components listed in model_index.json so a differently named one also works.
+    # Class names live in the conditioning component's config; scan the components listed in model_index.json,
+    # that one first, so a differently named one also works.
     class_names, num_classes = [], None
-    components = sorted((k for k, v in index.items() if isinstance(v, list)), key=lambda k: k != "transformer")
+    first = getattr(cls, "conditioning_component", "transformer")
+    components = sorted((k for k, v in index.items() if isinstance(v, list)), key=lambda k: k != first)
     for comp in components:
         config_file = os.path.join(path, comp, "config.json")
         if os.path.isfile(config_file):
-            config = _read_json(config_file)
+            config = read_json(config_file, path)
             if "num_classes" in config or "class_names" in config:
                 class_names = [str(c) for c in config.get("class_names") or []]
                 num_classes = config.get("num_classes", len(class_names) or None)
@@ -134,26 +124,17 @@ def compare_modes(spec: PipelineSpec) -> list[tuple[str, str]]:
     return modes
 
 
-def _number(value, name: str, cast=float):
+def _number(value, name: str) -> float:
     """A finite number from a form field (which may be None or text), else a GenlabError naming the field."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise GenlabError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise GenlabError(f"{name} must be a finite number, got {value!r}")
-    if cast is int:
-        if number != int(number):
-            raise GenlabError(f"{name} must be a whole number, got {value!r}")
-        return int(number)
-    return number
+    return check_number(number, name)
 
 
 def _in_range(value, name: str, lo: int, hi: int) -> int:
-    value = _number(value, name, int)
-    if not lo <= value <= hi:
-        raise GenlabError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+    return check_int(_number(value, name), name, minimum=lo, maximum=hi, allow_integral_float=True)
 
 
 class Demo:
@@ -339,9 +320,8 @@ def _error_text(e: Exception) -> str:
     """One readable line for the page; unexpected errors are logged with their traceback for the developer."""
     if not isinstance(e, GenlabError):
         log.exception("demo: unexpected error")
-    first = next((line for line in str(e).splitlines() if line.strip()), "")
     prefix = "" if isinstance(e, GenlabError) else f"{type(e).__name__}: "
-    return f"**Error:** {prefix}{first.strip()[:500]}"
+    return f"**Error:** {prefix}{first_line(e, 500)}"
 
 
 def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch: int = 16):
@@ -352,7 +332,7 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
     names = demo.names()
     # One dropdown per acceleration argument that any genlab pipeline class declares; each pipeline shows its own.
     accel_args = {}
-    for cls in genlab_pipelines.PIPELINES:
+    for cls in registry.pipeline_classes():
         for arg, allowed in getattr(cls, "acceleration_choices", {}).items():
             accel_args.setdefault(arg, list(allowed))
 

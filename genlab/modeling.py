@@ -8,12 +8,17 @@ same one-line `GenlabError` reaches the user whether they call `Component.from_p
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 
 from diffusers import ConfigMixin, ModelMixin
 
-from .errors import GenlabError
+from . import diffusers_integration
+from .errors import GenlabError, first_line
+from .files import check_folder, read_json
+
+diffusers_integration.register_library()  # components save as ["genlab", "<Class>"] in model_index.json
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
@@ -29,7 +34,7 @@ def check_safetensors_file(path: str) -> None:
             for k in keys[-1:]:
                 f.get_tensor(k)
     except Exception as e:  # safetensors raises SafetensorError / OSError with terse messages
-        raise GenlabError(f"corrupt or truncated weights file {path}: {str(e).splitlines()[0]}") from None
+        raise GenlabError(f"corrupt or truncated weights file {path}: {first_line(e)}") from None
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
         header_len = int.from_bytes(fh.read(8), "little")
@@ -46,16 +51,8 @@ class GenlabModel(ModelMixin, ConfigMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         path = str(pretrained_model_name_or_path)
         folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
-        if not os.path.isdir(folder):
-            raise GenlabError(f"{cls.__name__}: no such folder {folder}")
-        config_file = os.path.join(folder, "config.json")
-        if not os.path.isfile(config_file):
-            raise GenlabError(f"{cls.__name__}: missing config.json in {folder}")
-        try:
-            with open(config_file) as f:
-                json.load(f)
-        except json.JSONDecodeError as e:
-            raise GenlabError(f"{cls.__name__}: config.json in {folder} is not valid JSON ({e})") from None
+        check_folder(folder, cls.__name__)
+        cls.check_config_class(read_json(os.path.join(folder, "config.json"), cls.__name__), folder)
         weights = os.path.join(folder, WEIGHTS_NAME)
         if not os.path.isfile(weights):
             raise GenlabError(f"{cls.__name__}: missing weights file {weights}")
@@ -66,10 +63,14 @@ class GenlabModel(ModelMixin, ConfigMixin):
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             if isinstance(e, GenlabError):
                 raise
-            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            raise GenlabError(
-                f"{cls.__name__}: weights in {folder} do not match its config.json ({first.strip()[:300]})"
-            ) from None
+            raise GenlabError(f"{cls.__name__}: weights in {folder} do not match its config.json ({first_line(e)})") from None
+
+    @classmethod
+    def check_config_class(cls, config: dict, folder: str) -> None:
+        """A folder saved by another class (a tokenizer swapped in for a model, say) is named as what it holds."""
+        found = config.get("_class_name")
+        if found is not None and found != cls.__name__ and not any(c.__name__ == found for c in cls.__mro__):
+            raise GenlabError(f"{folder} holds a {found}, not a {cls.__name__}")
 
     @classmethod
     def check_weights_match_config(cls, folder: str, weights: str) -> None:
@@ -79,13 +80,9 @@ class GenlabModel(ModelMixin, ConfigMixin):
         to a deeper model would silently sample garbage; here it is an error."""
         import torch
 
-        try:
-            with torch.device("meta"):
-                model = cls.from_config(cls.load_config(folder))
-        except GenlabError:
-            raise
-        except Exception as e:
-            raise GenlabError(f"{cls.__name__}: config.json in {folder} is invalid ({str(e).splitlines()[0][:200]})") from None
+        # Config errors are GenlabErrors raised by the model's own checks; anything else is a bug and surfaces.
+        with torch.device("meta"):
+            model = cls.from_config(cls.load_config(folder))
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         with open(weights, "rb") as fh:
             header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
@@ -106,4 +103,38 @@ class GenlabModel(ModelMixin, ConfigMixin):
 
     @property
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return count_parameters(self)
+
+
+def count_parameters(model) -> int:
+    """Number of parameter elements of a module (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+class PresetMixin:
+    """`from_preset(name, **overrides)`: build from a named configuration of `PRESETS` (name -> config overrides),
+    any config field overridden. `PRESET_FAMILY` names the family in errors ("unknown DiT preset")."""
+
+    PRESETS: dict[str, dict] = {}
+    PRESET_FAMILY = ""
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides):
+        if name not in cls.PRESETS:
+            family = f"{cls.PRESET_FAMILY} " if cls.PRESET_FAMILY else ""
+            raise GenlabError(f"{cls.__name__}: unknown {family}preset {name!r}; choose from {sorted(cls.PRESETS)}")
+        config = {**cls.PRESETS[name], **overrides}
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise GenlabError(f"{cls.__name__}: unknown config field(s) {unknown}; known: {sorted(known)}")
+        return cls(**config)
+
+
+class ClassConditionalMixin:
+    """Models whose config has `num_classes` reserve the label id num_classes for "no class" (CFG)."""
+
+    @property
+    def null_class(self) -> int:
+        """The label id meaning "no class" (classifier-free guidance): the last row of the label table."""
+        return self.config.num_classes

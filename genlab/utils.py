@@ -1,4 +1,4 @@
-"""Small image helpers used by the CLI, the trainer previews and the notebooks."""
+"""Small image and video helpers used by the CLI, the trainer previews, the demo and the notebooks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import math
 
 import PIL.Image
 import torch
+
+from .errors import GenlabError, check_number
 
 
 def tensor_to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:
@@ -19,7 +21,7 @@ def tensor_to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:
 def image_grid(images: list[PIL.Image.Image], rows: int | None = None, pad: int = 2) -> PIL.Image.Image:
     """Paste images into a grid (row-major), `rows` rows (default: as square as possible)."""
     if not images:
-        raise ValueError("image_grid needs at least one image")
+        raise GenlabError("image_grid needs at least one image")
     n = len(images)
     rows = rows or max(1, int(math.sqrt(n)))
     cols = math.ceil(n / rows)
@@ -39,28 +41,46 @@ def upscale(image: PIL.Image.Image, size: int) -> PIL.Image.Image:
     return image.resize((image.width * factor, image.height * factor), PIL.Image.NEAREST)
 
 
-def save_video(frames: list[PIL.Image.Image], path: str, fps: float = 4.0) -> str:
-    """Write one clip (a list of PIL frames) as an animated GIF with Pillow alone (no ffmpeg or other system tool).
+VIDEO_SUFFIXES = (".gif", ".mp4")
 
-    Loops forever; `fps` frames per second. Returns `path`. Other suffixes are refused with a clear error.
-    """
-    from .errors import GenlabError
+
+def upscale_to_height(image: PIL.Image.Image, height: int) -> PIL.Image.Image:
+    """Enlarge by the smallest whole factor that makes the image at least `height` pixels tall (nearest
+    neighbour); never shrinks."""
+    factor = max(1, math.ceil(height / image.height))
+    return image.resize((image.width * factor, image.height * factor), PIL.Image.NEAREST)
+
+
+def save_video(frames: list[PIL.Image.Image], path: str, fps: float = 4.0) -> str:
+    """Write one clip (a list of PIL frames) with diffusers' exporters: an animated GIF (Pillow alone, loops
+    forever) or an MP4 (`export_to_video`, which needs imageio and imageio-ffmpeg: the [video] extra).
+    `fps` frames per second. Returns `path`; other suffixes are refused with a clear error."""
+    from diffusers.utils import export_to_gif, export_to_video
 
     if not frames:
         raise GenlabError("save_video needs at least one frame")
-    if not str(path).lower().endswith(".gif"):
-        raise GenlabError(f"save_video writes animated GIFs; give a path ending in .gif, got {path!r}")
-    if fps <= 0:
-        raise GenlabError(f"fps must be > 0, got {fps}")
+    suffix = str(path).lower()[-4:]
+    if suffix not in VIDEO_SUFFIXES:
+        raise GenlabError(f"save_video writes animated GIFs (.gif) or MP4 videos (.mp4), got {path!r}")
+    fps = check_number(fps, "fps", minimum=0, strict_minimum=True)
     mode = "RGB" if any(f.mode != "L" for f in frames) else "L"
     frames = [f.convert(mode) for f in frames]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(round(1000 / fps)), loop=0,
-                   optimize=False, disposal=1)
+    if suffix == ".gif":
+        # export_to_gif takes whole frames per second; a GIF's frame duration is in milliseconds.
+        export_to_gif(frames, str(path), fps=1000 / int(round(1000 / fps)))
+        return str(path)
+    try:
+        import imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        raise GenlabError("writing .mp4 needs imageio and imageio-ffmpeg (pip install -e '.[video]'); "
+                          "or write a .gif") from None
+    export_to_video([f.convert("RGB") for f in frames], str(path), fps=fps, macro_block_size=1)
     return str(path)
 
 
 def video_grid(clips: list[list[PIL.Image.Image]], rows: int | None = None, pad: int = 2) -> list[PIL.Image.Image]:
     """Several clips of equal length -> one clip whose frames are image grids (frame t of every clip side by side)."""
     if not clips:
-        raise ValueError("video_grid needs at least one clip")
+        raise GenlabError("video_grid needs at least one clip")
     return [image_grid([clip[t] for clip in clips], rows=rows, pad=pad) for t in range(len(clips[0]))]

@@ -3,7 +3,8 @@
     python scripts/make_gallery.py [--pipelines pipelines] [--out docs/gallery] [--size 64]
 
 Every folder under --pipelines holding a model_index.json is loaded with `load_pipeline` and sampled once per class
-(up to 10 classes) with seed 0 and the "sample" defaults of its training_info.json (as `genlab sample` does). Image
+(up to 10 classes; text-conditioned pipelines: the first 8 captions of their data set's test split) with seed 0 and
+the "sample" defaults of its training_info.json (as `genlab sample` does). Image
 pipelines give `<out>/<folder>.png` (one row, nearest-neighbour upscaled to --size px); pipelines whose output has
 `.frames` (video) give `<out>/<folder>.gif`.
 """
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from genlab.eval.runner import takes_steps
-from genlab.pipelines.loading import load_pipeline, sampling_defaults
+from genlab.eval.runner import evaluation_inputs
+from genlab.pipelines.loading import accepted, load_pipeline, sampling_defaults, training_info
 from genlab.utils import image_grid, save_video, upscale, video_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,11 +27,14 @@ def render(folder: Path, out_dir: Path, size: int, seed: int = 0) -> Path:
     steps, guidance, sample = sampling_defaults(str(folder), None, None)
     pipe = load_pipeline(str(folder))
     pipe.set_progress_bar_config(disable=True)
-    labels = list(range(min(10, pipe.transformer.config.num_classes)))
+    if "class_labels" in pipe.conditioning_inputs():
+        num_classes = getattr(pipe, pipe.conditioning_component).config.num_classes
+        inputs = {"class_labels": list(range(min(10, num_classes)))}
+    else:
+        inputs, _, _ = evaluation_inputs(pipe, training_info(str(folder)).get("dataset"), 8)
     extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
-    if takes_steps(pipe):
-        extra["num_inference_steps"] = steps
-    out = pipe(class_labels=labels, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed), **extra)
+    call = accepted(pipe, {"num_inference_steps": steps, "guidance_scale": guidance, **extra})
+    out = pipe(**inputs, generator=torch.Generator().manual_seed(seed), **call)
     if hasattr(out, "frames"):
         clips = [[upscale(frame, size) for frame in clip] for clip in out.frames]
         return Path(save_video(video_grid(clips, rows=1), str(out_dir / f"{folder.name}.gif")))

@@ -29,7 +29,7 @@ def main():
     pipe.set_progress_bar_config(disable=True)
     for steps in args.steps:
         for i, r in enumerate(args.ratios):
-            keys = pipe.solve_sharing_schedule(steps, sharing_ratio=r, guidance_scale=guidance, refresh=i == 0)
+            keys = pipe.solve_sharing_schedule(steps, refresh_rate=r, guidance_scale=guidance, refresh=i == 0)
             print(f"{args.pipeline}: N={steps} CFG {guidance:g} r={r}: key steps {keys}")
     pipe.save_pretrained(args.pipeline)
     print(f"saved {len(pipe.config.sharing_schedules)} schedules into {args.pipeline}/model_index.json")

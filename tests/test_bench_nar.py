@@ -8,7 +8,7 @@ import torch
 
 from genlab.cli import main
 from genlab.errors import GenlabError
-from genlab.eval.bench import BENCHES
+from genlab import registry
 from genlab.eval.bench_nar import bench_nar
 from genlab.models import ARModel, NARModel
 from genlab.pipelines import ARPipeline, NARPipeline, NARVideoPipeline
@@ -48,7 +48,7 @@ def test_bench_nar_counts_rows_quality_and_report(folders, tmp_path):
     out = tmp_path / "nar.md"
     res = bench_nar(str(folders / "ar"), str(folders / "nar"), str(folders / "video"), batch_size=2, repeats=1,
                     num_samples=10, seeds=(0, 1), threads=1, out=str(out))
-    assert "nar" in BENCHES and out.read_text() == res["markdown"] and res["command"] in res["markdown"]
+    assert "nar" in registry.bench_names() and out.read_text() == res["markdown"] and res["command"] in res["markdown"]
     rows = {r["grid"]: r for r in res["speed"]}
     assert (rows["4x4"]["ar_forward"], rows["4x4"]["nar_forward"]) == (16, 7)
     assert (rows["16x16"]["ar_forward"], rows["16x16"]["nar_forward"]) == (256, 31)

@@ -16,6 +16,7 @@ from genlab.acceleration import (ReusePolicy, brute_force_statdp, schedule_cost,
                                  statdp_steps_for_rate)
 from genlab.errors import GenlabError
 from genlab.models import DDTModel
+from genlab.models.ddt import DDTOutput
 from genlab.pipelines import DDTPipeline
 from genlab.schedulers import FlowMatchScheduler
 from genlab.tokenizers import PixelTokenizer
@@ -82,17 +83,17 @@ def test_contract_and_bit_identical_reuse_skips_the_encoder():  # check 1
     model = trained_like()
     x, t, y = torch.randn(3, 1, 8, 8), torch.rand(3), torch.tensor([0, 2, 3])  # 3 = the null class
     counter = CallCounter(model)
-    v, z = model(x, t, y)
+    v, z = model(x, t, y, return_dict=False)
     assert v.shape == x.shape and z.shape == (3, 16, 64)
     assert counter.counts == {"s_embedder": 1, "encoder_blocks": 3, "x_embedder": 1, "decoder_blocks": 1,
                               "final_layer": 1}
     counter.reset()
-    v2, z2 = model(x, t, y, z)
+    v2, z2 = model(x, t, y, z, return_dict=False)
     assert torch.equal(v2, v) and z2 is z
     assert counter.counts["s_embedder"] == 0 and counter.counts["encoder_blocks"] == 0
     assert counter.counts["x_embedder"] == 1 and counter.counts["decoder_blocks"] == 1
     # the decoder sees t and the label only through z (spec pitfall 3): other t / labels, same z -> same v
-    v3, _ = model(x, torch.rand(3), torch.tensor([1, 1, 1]), z)
+    v3, _ = model(x, torch.rand(3), torch.tensor([1, 1, 1]), z, return_dict=False)
     assert torch.equal(v3, v)
     assert not torch.equal(model(x, torch.rand(3), y)[0], v)  # while a fresh encoder pass depends on t
     counter.remove()
@@ -102,7 +103,7 @@ def test_contract_and_bit_identical_reuse_skips_the_encoder():  # check 1
 
 def test_zero_output_at_init_and_initial_loss_is_E_x2_plus_1():  # check 2
     model = tiny()
-    v, _ = model(torch.randn(4, 1, 8, 8), torch.rand(4), torch.tensor([0, 1, 2, 3]))
+    v, _ = model(torch.randn(4, 1, 8, 8), torch.rand(4), torch.tensor([0, 1, 2, 3]), return_dict=False)
     assert torch.equal(v, torch.zeros_like(v))
     # only the final layer is zero-initialised: block adaLN keeps PyTorch's default init (spec pitfall 6)
     assert all(b.adaLN_modulation[0].weight.abs().sum() > 0 for b in model.blocks)
@@ -161,7 +162,7 @@ class ConstantDDT(DDTModel):
     def forward(self, x, t, class_labels, z=None):
         self.calls.append((t.clone(), class_labels.clone(), z is None))
         v = (class_labels != self.null_class).to(x.dtype).view(-1, 1, 1, 1).expand_as(x).clone()
-        return v, torch.zeros(x.shape[0], 16, 64) if z is None else z
+        return DDTOutput(sample=v, z=torch.zeros(x.shape[0], 16, 64) if z is None else z)
 
 
 def test_grid_and_cfg_gate_with_a_mock_model(monkeypatch):
@@ -174,7 +175,7 @@ def test_grid_and_cfg_gate_with_a_mock_model(monkeypatch):
     step = pipe.scheduler.step
     monkeypatch.setattr(pipe.scheduler, "step", lambda v, t, x: velocities.append(v.clone()) or step(v, t, x))
     pipe(class_labels=[0, 2], num_inference_steps=8, guidance_scale=3.0, guidance_interval=(0.25, 0.75),
-         output_type="pt", sharing="uniform", sharing_ratio=3)
+         output_type="pt", sharing="uniform", refresh_rate=3)
     grid = pipe.scheduler.time_grid(8)
     assert len(grid) == 9 and grid[0] == 0 and grid[-1] == 1 and bool((grid[1:] > grid[:-1]).all())
     times = [float(t[0]) for t, _, _ in model.calls]
@@ -196,7 +197,8 @@ def reference_sample(model, x, labels, grid, scale, interval, key_steps):
         t = float(grid[i])
         if i in key_steps:
             z = None
-        v2, z = model(torch.cat([x, x]), torch.full((2 * len(x),), t), torch.cat([null, labels]), z)
+        v2, z = model(torch.cat([x, x]), torch.full((2 * len(x),), t), torch.cat([null, labels]), z,
+                      return_dict=False)
         v_u, v_c = v2.chunk(2)
         v = v_u + scale * (v_c - v_u) if interval[0] < t < interval[1] else v_c
         x = x + float(grid[i + 1] - grid[i]) * v
@@ -217,12 +219,12 @@ def test_sharing_equivalences_and_encoder_decoder_call_counts(monkeypatch):
     assert torch.equal(plain, ref)
     assert counter.counts["s_embedder"] == N_STEPS and counter.counts["final_layer"] == N_STEPS
     counter.reset()
-    assert torch.equal(final_latent(pipe, monkeypatch, sharing="uniform", sharing_ratio=1, **kw), plain)
+    assert torch.equal(final_latent(pipe, monkeypatch, sharing="uniform", refresh_rate=1, **kw), plain)
     assert torch.equal(final_latent(pipe, monkeypatch, sharing="statdp", num_encoder_steps=N_STEPS, **kw), plain)
     assert pipe.sharing_stats["key_steps"] == list(range(N_STEPS))  # DP with K = N is every step
 
-    for options, k in [(dict(sharing="uniform", sharing_ratio=3), 4), (dict(sharing="statdp", num_encoder_steps=4), 4),
-                       (dict(sharing="statdp", sharing_ratio=3), 4), (dict(sharing=ReusePolicy.explicit([0, 5])), 2)]:
+    for options, k in [(dict(sharing="uniform", refresh_rate=3), 4), (dict(sharing="statdp", num_encoder_steps=4), 4),
+                       (dict(sharing="statdp", refresh_rate=3), 4), (dict(sharing=ReusePolicy.explicit([0, 5])), 2)]:
         final_latent(pipe, monkeypatch, **kw)  # warm: any template run happens before counting
         counter.reset()
         shared = final_latent(pipe, monkeypatch, **options, **kw)
@@ -337,16 +339,16 @@ def test_dp_schedule_is_solved_once_from_a_full_run_saved_and_loaded(tmp_path, m
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(sharing="fast"), "unknown sharing"),
-    (dict(sharing="uniform", sharing_ratio=0), "positive integer"),
-    (dict(sharing="uniform", sharing_ratio=-2), "positive integer"),
-    (dict(sharing="uniform", sharing_ratio=0.5), "refresh rate r"),
+    (dict(sharing="uniform", refresh_rate=0), "positive integer"),
+    (dict(sharing="uniform", refresh_rate=-2), "positive integer"),
+    (dict(sharing="uniform", refresh_rate=0.5), "refresh rate r"),
     (dict(sharing="uniform"), "needs a refresh rate"),
     (dict(sharing="uniform", num_encoder_steps=3), "num_encoder_steps is for"),
     (dict(sharing="statdp", num_encoder_steps=N_STEPS + 1), "exceeds"),
     (dict(sharing="statdp", num_encoder_steps=0), "positive integer"),
     (dict(sharing="statdp"), "number of key steps K"),
-    (dict(sharing="statdp", num_encoder_steps=3, sharing_ratio=2), "not both"),
-    (dict(sharing="none", sharing_ratio=2), "every step"),
+    (dict(sharing="statdp", num_encoder_steps=3, refresh_rate=2), "not both"),
+    (dict(sharing="none", refresh_rate=2), "every step"),
     (dict(sharing=ReusePolicy.explicit([0, 20])), "out of range"),
     (dict(class_labels=[3]), "out of range"),
     (dict(guidance_interval=(0.8, 0.2)), "guidance interval"),
@@ -361,7 +363,8 @@ def test_pipeline_bad_input_gives_one_line_errors(kwargs, match):
 
 # ---------------------------------------------------------------- recipe
 def test_flow_ddt_recipe_builds_a_ddt_like_dit_digits():
-    from genlab.training.recipe import BUILDERS, load_recipe
+    from genlab import registry
+    from genlab.training.recipe import load_recipe
 
     ddt, dit = load_recipe("ddt-digits"), load_recipe("dit-digits")
     assert ddt["kind"] == "flow_ddt"
@@ -370,7 +373,7 @@ def test_flow_ddt_recipe_builds_a_ddt_like_dit_digits():
     m, d = ddt["model"], dit["model"]
     assert m["num_encoder_layers"] + m["num_decoder_layers"] == d["depth"]
     assert (m["hidden_size"], m["num_heads"], m["patch_size"]) == (d["hidden_size"], d["num_heads"], d["patch_size"])
-    builder = BUILDERS["flow_ddt"](ddt)
+    builder = registry.recipe_kind("flow_ddt")(ddt)
     assert type(builder.model) is DDTModel and type(builder.pipeline(builder.model)) is DDTPipeline
     batch = {"pixel_values": builder.dataset.images[:8], "class_labels": builder.dataset.labels[:8]}
     loss = builder.objective(builder.model, batch, torch.Generator().manual_seed(0))["loss"]
@@ -390,13 +393,14 @@ def test_repa_layer_must_lie_in_the_encoder():
 
 def test_repa_loss_range_gradients_and_frozen_teacher():
     from genlab.eval import load_classifier
-    from genlab.training.repa import ClassifierTeacher, alignment_loss
+    from genlab.training.repa import AlignedFlowMatchingObjective, ClassifierTeacher, alignment_loss
 
     torch.manual_seed(0)
     teacher = ClassifierTeacher(load_classifier("digits"), grid=(4, 4))
     model = DDTModel.from_preset("test", sample_size=8, patch_size=2, num_classes=10, repa_layer=2,
                                  repa_dim=teacher.dim)
-    objective = FlowMatchingObjective(FlowMatchScheduler(), PixelTokenizer(1), teacher=teacher, alignment_weight=0.5)
+    objective = AlignedFlowMatchingObjective(FlowMatchScheduler(), PixelTokenizer(1), teacher=teacher,
+                                             alignment_weight=0.5)
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     batch = {"pixel_values": torch.rand(4, 1, 8, 8) * 2 - 1, "class_labels": torch.tensor([0, 1, 2, 3])}
     out = objective(model, batch, torch.Generator().manual_seed(0))

@@ -17,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls (
 
 PIPELINES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines")
 FAST = {"class_labels": "3", "num_inference_steps": 4, "guidance_scale": 3.0}  # tiny runs: seconds on 2 cores
-SHARING = {"sharing": "uniform", "sharing_ratio": 2}
+SHARING = {"sharing": "uniform", "refresh_rate": 2}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_controls_follow_signature_and_class_attributes(demo):
     assert not dit["acceleration"]["visible"] and dit["compare"] == []
     assert len(demo.controls("dit-fashion")["class_labels"]["choices"]) == 10  # fashion's class names
     ddt = demo.controls("ddt-digits")
-    assert ddt["acceleration"]["choices"] == {"sharing": ["statdp", "uniform"], "sharing_ratio": [2, 3, 4, 5]}
+    assert ddt["acceleration"]["choices"] == {"sharing": ["statdp", "uniform"], "refresh_rate": [2, 3, 4, 5]}
     assert [value for _, value in ddt["compare"]] == ["trick", "baseline"]  # both exist: the user picks
 
 
@@ -71,8 +71,8 @@ def test_call_kwargs_acceleration_on_off_and_seed(demo):
     off = demo.call_kwargs(spec, FAST, batch=2)
     assert off["sharing"] == "none" and off["class_labels"] == ["3", "3"] and off["num_inference_steps"] == 4
     assert demo.call_kwargs(spec, FAST, acceleration=True)["sharing"] == "statdp"  # first choice = default "on"
-    chosen = demo.call_kwargs(spec, FAST, acceleration={"sharing": "uniform", "sharing_ratio": "3"})
-    assert (chosen["sharing"], chosen["sharing_ratio"]) == ("uniform", 3)  # form text mapped to declared values
+    chosen = demo.call_kwargs(spec, FAST, acceleration={"sharing": "uniform", "refresh_rate": "3"})
+    assert (chosen["sharing"], chosen["refresh_rate"]) == ("uniform", 3)  # form text mapped to declared values
     assert "sharing" not in demo.call_kwargs(demo.spec("dit-digits"), FAST)  # no switch, no argument
 
 
@@ -215,7 +215,7 @@ def test_served_app_compare_and_errors_through_gradio_client():
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         # form: pipeline, class, prompt, frames, steps, guidance, temperature, seed, batch, use trick, then the
-        # acceleration dropdowns (sharing, sharing_ratio)
+        # acceleration dropdowns (sharing, refresh_rate)
         form = ["ddt-digits", "3", "", 8, 4, 3.0, 1.0, 0, 1, True, "uniform", 2]
         bad = list(form)
         bad[4] = 500

@@ -16,7 +16,7 @@ def tiny(**kw):
 def test_forward_contract_and_zero_output_at_init():
     model = tiny()
     x = torch.randn(4, 1, 8, 8)
-    v = model(x, torch.rand(4), torch.tensor([0, 1, 2, 3]))  # 3 = the null class
+    v = model(x, torch.rand(4), torch.tensor([0, 1, 2, 3])).sample  # 3 = the null class
     assert v.shape == x.shape
     assert torch.equal(v, torch.zeros_like(v))  # final layer is zero-initialised
 
@@ -28,7 +28,7 @@ def test_initial_flow_matching_loss_is_E_x2_plus_1():
     s = FlowMatchScheduler()
     noise = torch.randn(x.shape, generator=g)
     t = s.sample_t(512, g)
-    v_hat = tiny()(s.add_noise(x, noise, t), t, torch.zeros(512, dtype=torch.long))
+    v_hat = tiny()(s.add_noise(x, noise, t), t, torch.zeros(512, dtype=torch.long)).sample
     loss = (v_hat - s.velocity_target(x, noise)).pow(2).mean().item()
     assert abs(loss - (x.pow(2).mean().item() + 1)) < 0.02
 
@@ -39,14 +39,14 @@ def test_conditioning_changes_output_after_training_step():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     x = torch.randn(8, 1, 8, 8)
     for _ in range(3):
-        loss = (model(x, torch.rand(8), torch.randint(0, 3, (8,))) - x).pow(2).mean()
+        loss = (model(x, torch.rand(8), torch.randint(0, 3, (8,))).sample - x).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     t = torch.full((2,), 0.5)
-    a = model(x[:2], t, torch.tensor([0, 0]))
-    b = model(x[:2], t, torch.tensor([1, 1]))
-    c = model(x[:2], torch.full((2,), 0.9), torch.tensor([0, 0]))
+    a = model(x[:2], t, torch.tensor([0, 0])).sample
+    b = model(x[:2], t, torch.tensor([1, 1])).sample
+    c = model(x[:2], torch.full((2,), 0.9), torch.tensor([0, 0])).sample
     assert not torch.allclose(a, b) and not torch.allclose(a, c)
 
 
@@ -61,7 +61,7 @@ def test_overfits_a_tiny_batch():
     losses = []
     for _ in range(150):
         noise, t = torch.randn(x.shape, generator=g), s.sample_t(8, g)
-        loss = (model(s.add_noise(x, noise, t), t, y) - (x - noise)).pow(2).mean()
+        loss = (model(s.add_noise(x, noise, t), t, y).sample - (x - noise)).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -99,7 +99,7 @@ def test_save_load_roundtrip_and_corrupt_files(tmp_path):
     loaded = DiTModel.from_pretrained(tmp_path / "m")
     assert loaded.config.class_names == ["a", "b", "c"]
     x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 2])
-    assert torch.equal(loaded(x, t, y), model(x, t, y))
+    assert torch.equal(loaded(x, t, y).sample, model(x, t, y).sample)
 
     weights = tmp_path / "m" / "diffusion_pytorch_model.safetensors"
     data = weights.read_bytes()

@@ -2,6 +2,7 @@
 forcing, degenerate equivalence with raster AR, CFG plumbing, the ar_tokens objective, pipelines (NAR spec §10)."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -480,7 +481,9 @@ def test_save_video_writes_an_animated_gif(tmp_path):
     with PIL.Image.open(path) as gif:
         assert gif.is_animated and gif.n_frames == len(clip) and gif.info["duration"] == 200
     with pytest.raises(GenlabError, match=".gif"):
-        save_video(clip, str(tmp_path / "clip.mp4"))
+        save_video(clip, str(tmp_path / "clip.avi"))  # GIF and MP4 only
+    mp4 = save_video(clip, str(tmp_path / "clip.mp4"), fps=5)  # the [video] extra, installed with [dev]
+    assert os.path.getsize(mp4) > 0
 
 
 def test_video_recipe_trains_on_per_frame_ids(tmp_path):

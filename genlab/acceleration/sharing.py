@@ -10,7 +10,7 @@ recompute the branch; the caller keeps the cache. Policies:
                               measured once on a full-recompute trajectory (`similarity_matrix`, `solve_statdp`);
 * `ReusePolicy.explicit(Φ)`   a given list of key steps (e.g. a saved DP solution).
 
-Note (DDT spec pitfall 11): the official DP sampler derives K = floor(N / r) from a refresh rate, while uniform
+Note: the official DDT DP sampler derives K = floor(N / r) from a refresh rate r, while uniform
 sharing recomputes ceil(N / r) times; the two differ by one whenever r does not divide N. `statdp_steps_for_rate`
 uses ceil so that uniform and DP runs spend the same number of encoder calls; pass K = N // r to reproduce the
 official sampler exactly.
@@ -25,17 +25,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import GenlabError
+from ..errors import GenlabError, check_positive_int
 
 POLICIES = ("none", "uniform", "statdp", "explicit")
+#: The names a caller passes as `sharing=` (besides a ReusePolicy instance).
+POLICY_NAMES = ("none", "uniform", "statdp")
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-        raise GenlabError(f"{name} must be a positive integer, got {value!r}")
-    if int(value) < 1:
-        raise GenlabError(f"{name} must be a positive integer (>= 1), got {value!r}")
-    return int(value)
+    return check_positive_int(value, name, allow_integral_float=True)
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,44 @@ class ReusePolicy:
                 raise GenlabError("statdp sharing needs the number of key steps K")
             return cls.statdp(num_steps)
         raise GenlabError(f"unknown sharing policy {name!r}; choose from {['none', 'uniform', 'statdp']}")
+
+    @classmethod
+    def from_arguments(cls, sharing, refresh_rate=None, num_steps=None, num_evaluations: int | None = None,
+                       names: tuple[str, str] = ("refresh_rate", "num_encoder_steps")) -> "ReusePolicy":
+        """A policy from a sampler's call arguments: `sharing` is a ReusePolicy or one of POLICY_NAMES; uniform
+        takes the refresh rate r (recompute every r-th step; the share ratio is 1 - 1/r); statdp takes either the
+        number of key steps K or r, meaning K = ceil(N / r), the budget of uniform(r). Every inconsistent
+        combination is a GenlabError naming the arguments (`names`: how the caller calls r and K)."""
+        rate_name, steps_name = names
+        if isinstance(sharing, ReusePolicy):
+            if refresh_rate is not None or num_steps is not None:
+                raise GenlabError(f"pass {rate_name} / {steps_name} only with sharing='uniform' or 'statdp', "
+                                  "not with a ReusePolicy")
+            return sharing
+        if sharing not in POLICY_NAMES:
+            raise GenlabError(f"unknown sharing {sharing!r}; choose from {list(POLICY_NAMES)} or pass a ReusePolicy")
+        if sharing == "none":
+            if refresh_rate is not None or num_steps is not None:
+                raise GenlabError(f"sharing='none' runs the encoder at every step; {rate_name} / {steps_name} "
+                                  "need sharing='uniform' or 'statdp'")
+            return cls.none()
+        if isinstance(refresh_rate, float) and not refresh_rate.is_integer():
+            raise GenlabError(f"{rate_name} is the refresh rate r, an integer >= 1 (the encoder runs every r-th "
+                              f"step; the share ratio is 1 - 1/r), got {refresh_rate}")
+        if sharing == "uniform":
+            if num_steps is not None:
+                raise GenlabError(f"uniform sharing is set by {rate_name} (refresh every r steps); "
+                                  f"{steps_name} is for sharing='statdp'")
+            return cls.from_name("uniform", rate=refresh_rate)
+        if refresh_rate is not None and num_steps is not None:
+            raise GenlabError(f"statdp sharing takes either {steps_name} (K) or {rate_name} (r), not both")
+        if refresh_rate is not None:
+            num_steps = statdp_steps_for_rate(num_evaluations, refresh_rate)
+        policy = cls.from_name("statdp", num_steps=num_steps)
+        if num_evaluations is not None and policy.num_steps > num_evaluations:
+            raise GenlabError(f"{steps_name} K = {policy.num_steps} exceeds the {num_evaluations} model "
+                              "evaluations of this run")
+        return policy
 
     @property
     def needs_statistics(self) -> bool:

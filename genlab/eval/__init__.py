@@ -1,19 +1,14 @@
-"""Evaluation: genlab's shipped feature classifiers and the metrics built on them.
+"""Evaluation: genlab's shipped feature classifiers and the metrics built on them; the benches (bench_*.py on the
+harness in harness.py) and `genlab eval` (runner.py). Names are imported on first use.
 
 Inception weights cannot be fetched at run time, so `frechet_distance` is a *classifier* Fréchet distance on
 the penultimate features of a small per-data-set CNN (`load_classifier`); see genlab/eval/nets/README.md.
 """
 
-from .classifier import FeatureClassifier, available_classifiers, load_classifier
-from .metrics import class_accuracy, frechet_distance, psnr, real_reference, ssim
+from ..lazy_imports import lazy_attributes
 
-__all__ = [
-    "FeatureClassifier",
-    "available_classifiers",
-    "class_accuracy",
-    "frechet_distance",
-    "load_classifier",
-    "psnr",
-    "real_reference",
-    "ssim",
-]
+_NAMES = {"FeatureClassifier": ".classifier", "available_classifiers": ".classifier", "load_classifier": ".classifier",
+          **{name: ".metrics" for name in ("class_accuracy", "color_accuracy", "frechet_distance", "psnr",
+                                            "real_reference", "reconstruction_psnr", "ssim")}}
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES)
+__all__ = sorted(_NAMES)

@@ -1,10 +1,11 @@
 """`genlab bench nar`: NAR's next-neighbour decoding against raster AR, in one run on the same seeds and batch.
 
-NAR spec §10 items 7 and 12:
 - speed: forward passes and wall-clock of KV-cached raster AR vs NAR on an 8x8 grid (the trained ar-digits and
   nar-digits pipelines, tokenizer decode included) and on a 16x16 grid and a 4x8x8 clip (the same architectures
   built for that grid with fresh weights: sampling cost does not depend on the weights, so this times the method,
-  not a model we trained). Both samplers are timed round-robin, median of `repeats`, with CFG on.
+  not a model we trained). Both samplers are timed round-robin, median of `repeats`, with CFG on, at the batch
+  size (throughput) and at batch 1 and 4 (latency: NAR's claim is about sequential steps, which a user waiting for
+  one image feels).
 - quality: class accuracy and the classifier Fréchet distance of both trained image pipelines over several
   sampling seeds (mean and spread), and the verdict "NAR not worse than AR beyond the spread".
 - video: the trained nar-shapes-video pipeline's forward passes and wall-clock for its 4x8x8 clips.
@@ -12,13 +13,12 @@ NAR spec §10 items 7 and 12:
 
 from __future__ import annotations
 
-import statistics
-import time
-
-import torch
-
 from ..errors import GenlabError, check_positive_int
-from .bench_utils import check_seed, count_parameters, load_expected, machine_info, machine_line, write_report
+from .harness import (Bench, BenchArgument, BenchSummary, check_seed, check_seeds, over_seeds, ratio,
+                      time_round_robin, torch_threads)
+from .report import load_expected, machine_info, machine_line, write_report
+
+LATENCY_BATCHES = (1, 4)
 
 
 def _with_grid(model, grid):
@@ -31,19 +31,9 @@ def _with_grid(model, grid):
     return type(model).from_config(config).eval()
 
 
-def _time_samplers(samplers: dict, repeats: int) -> tuple[dict, dict]:
-    """samplers: name -> fn() returning its forward count. Warm-up once, then round-robin; medians in seconds."""
-    forwards = {name: fn() for name, fn in samplers.items()}
-    times = {name: [] for name in samplers}
-    for _ in range(repeats):
-        for name, fn in samplers.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return forwards, {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def _token_sampler(model, labels, guidance, seed):
+    import torch
+
     from ..models import generate_tokens
 
     def run():
@@ -52,6 +42,8 @@ def _token_sampler(model, labels, guidance, seed):
 
 
 def _pipe_sampler(pipe, labels, guidance, seed):
+    import torch
+
     def run():
         pipe(class_labels=labels, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
              output_type="pt")
@@ -67,6 +59,9 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
 
     `seed` seeds the timed calls; `seeds` are the sampling seeds of the quality runs (num_samples class-balanced
     samples each). `video_path=None` (or "") skips the trained video pipeline."""
+    import torch
+
+    from ..modeling import count_parameters
     from ..pipelines.loading import sampling_defaults, training_info
     from . import class_accuracy, frechet_distance, load_classifier, real_reference
     from .runner import generate_balanced
@@ -74,15 +69,12 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
     batch_size = check_positive_int(batch_size, "batch_size")
     repeats = check_positive_int(repeats, "repeats")
     num_samples = check_positive_int(num_samples, "num_samples")
-    threads = check_positive_int(threads, "threads")
     check_seed(seed)
-    seeds = [check_seed(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
-    if not seeds:
-        raise GenlabError("give at least one sampling seed")
+    seeds = check_seeds(seeds)
+    arguments = dict(ar_path=ar_path, nar_path=nar_path, video_path=video_path or "", batch_size=batch_size,
+                     repeats=repeats, num_samples=num_samples, seeds=seeds, seed=seed, threads=threads, out=out)
 
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         ar = load_expected(ar_path, "ARPipeline", "--ar")
         nar = load_expected(nar_path, "NARPipeline", "--nar")
         info = training_info(nar_path)
@@ -91,22 +83,29 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
             raise GenlabError(f"{ar_path} and {nar_path} must both have a training_info.json naming the same data set")
         _, guidance, _ = sampling_defaults(nar_path)
         num_classes = nar.transformer.config.num_classes
-        labels = torch.arange(batch_size) % num_classes
 
-        # ---- speed: trained 8x8 pipelines, then the same architectures at 16x16 and on a 4x8x8 clip
-        speed = []
+        # ---- speed: trained 8x8 pipelines, then the same architectures at 16x16 and on a 4x8x8 clip, at the
+        # throughput batch and at the latency batches
+        speed, latency = [], []
         trained, fresh = "trained pipelines", "same architecture, fresh weights"
         for source, grid in [(trained, tuple(nar.transformer.grid)), (fresh, (16, 16)), (fresh, (4, 8, 8))]:
             if source == trained:
-                samplers = {"AR": _pipe_sampler(ar, labels.tolist(), guidance, seed),
-                            "NAR": _pipe_sampler(nar, labels.tolist(), guidance, seed)}
+                models = {"AR": ar, "NAR": nar}
             else:
-                samplers = {"AR": _token_sampler(_with_grid(ar.transformer, grid), labels, guidance, seed),
-                            "NAR": _token_sampler(_with_grid(nar.transformer, grid), labels, guidance, seed)}
-            forwards, seconds = _time_samplers(samplers, repeats)
-            speed.append({"grid": "x".join(map(str, grid)), "source": source, "ar_forward": forwards["AR"],
-                          "nar_forward": forwards["NAR"], "ar_seconds": seconds["AR"], "nar_seconds": seconds["NAR"],
-                          "speedup": seconds["AR"] / seconds["NAR"]})
+                models = {"AR": _with_grid(ar.transformer, grid), "NAR": _with_grid(nar.transformer, grid)}
+            for batch in (batch_size, *LATENCY_BATCHES):
+                labels = torch.arange(batch) % num_classes
+                if source == trained:
+                    samplers = {n: _pipe_sampler(m, labels.tolist(), guidance, seed) for n, m in models.items()}
+                else:
+                    samplers = {n: _token_sampler(m, labels, guidance, seed) for n, m in models.items()}
+                forwards, timing = time_round_robin(samplers, repeats)
+                row = {"grid": "x".join(map(str, grid)), "source": source, "batch_size": batch,
+                       "ar_forward": forwards["AR"], "nar_forward": forwards["NAR"],
+                       "ar_seconds": timing["AR"].median, "nar_seconds": timing["NAR"].median,
+                       "ar_spread": timing["AR"].spread, "nar_spread": timing["NAR"].spread,
+                       "speedup": ratio(timing["AR"], timing["NAR"])}
+                (speed if batch == batch_size else latency).append(row)
 
         # ---- the trained video pipeline
         video = None
@@ -114,9 +113,9 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
             vid = load_expected(video_path, "NARVideoPipeline", "--video")
             _, vguidance, _ = sampling_defaults(video_path)
             vlabels = (torch.arange(batch_size) % vid.transformer.config.num_classes).tolist()
-            forwards, seconds = _time_samplers({"NAR": _pipe_sampler(vid, vlabels, vguidance, seed)}, repeats)
+            forwards, timing = time_round_robin({"NAR": _pipe_sampler(vid, vlabels, vguidance, seed)}, repeats)
             video = {"pipeline": video_path, "grid": "x".join(map(str, vid.transformer.grid)),
-                     "forward": forwards["NAR"], "seconds": seconds["NAR"], "batch_size": batch_size,
+                     "forward": forwards["NAR"], "seconds": timing["NAR"].median, "batch_size": batch_size,
                      "guidance": vguidance, "tokens": vid.transformer.num_tokens, "frame_accuracy": None}
             vdata = training_info(video_path).get("dataset")
             if vdata:  # every frame of the clips scored by the data set's classifier against the clip's class
@@ -133,41 +132,37 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
         for name, pipe, path in [("AR", ar, ar_path), ("NAR", nar, nar_path)]:
             _, g, sample = sampling_defaults(path)
             extra = {k: v for k, v in sample.items() if k != "guidance_scale"}
-            accs, fds = [], []
-            for s in seeds:
-                images, sample_labels = generate_balanced(pipe, num_classes, num_samples, 0, g, s, 100, **extra)
-                accs.append(class_accuracy(images, sample_labels, classifier))
-                fds.append(frechet_distance(reals, images, classifier))
-            quality[name] = {"pipeline": path, "parameters": count_parameters(pipe.transformer),
-                             "training_steps": training_info(path).get("steps"), "guidance": g,
-                             "accuracy": accs, "fd": fds}
-    finally:
-        torch.set_num_threads(old_threads)
 
-    for q in quality.values():
-        for key in ("accuracy", "fd"):
-            q[f"{key}_mean"] = statistics.fmean(q[key])
-            q[f"{key}_std"] = statistics.stdev(q[key]) if len(q[key]) > 1 else 0.0
+            def measure(s, pipe=pipe, g=g, extra=extra):
+                images, sample_labels = generate_balanced(pipe, num_classes, num_samples, 0, g, s, 100, **extra)
+                return {"accuracy": class_accuracy(images, sample_labels, classifier),
+                        "fd": frechet_distance(reals, images, classifier)}
+
+            q = over_seeds(measure, seeds)
+            quality[name] = {"pipeline": path, "parameters": count_parameters(pipe.transformer),
+                             "training_steps": training_info(path).get("steps"), "guidance": g}
+            for key in ("accuracy", "fd"):
+                quality[name].update({key: q[key]["values"], f"{key}_mean": q[key]["mean"],
+                                      f"{key}_std": q[key]["std"]})
+
     a, n = quality["AR"], quality["NAR"]
     spread_acc = max(a["accuracy_std"], n["accuracy_std"])
     spread_fd = max(a["fd_std"], n["fd_std"])
     verdict = {"accuracy_not_worse": n["accuracy_mean"] >= a["accuracy_mean"] - spread_acc,
                "fd_not_worse": n["fd_mean"] <= a["fd_mean"] + spread_fd}
 
-    command = (f"genlab bench nar --ar {ar_path} --nar {nar_path} --video {video_path or ''} --batch-size {batch_size} "
-               f"--repeats {repeats} --num-samples {num_samples} --seeds {' '.join(map(str, seeds))} "
-               f"--seed {seed} --threads {threads}" + (f" --out {out}" if out else ""))
-    result = {"bench": "nar", "command": command, "machine": machine_info(threads), "dataset": dataset,
-              "batch_size": batch_size, "guidance": guidance, "repeats": repeats, "num_samples": num_samples,
-              "seeds": seeds, "speed": speed, "video": video, "quality": quality, "verdict": verdict}
+    command = BENCH.command(arguments)
+    result = {"bench": "nar", "command": command, "arguments": arguments, "machine": machine_info(threads),
+              "dataset": dataset, "batch_size": batch_size, "guidance": guidance, "repeats": repeats,
+              "num_samples": num_samples, "seeds": seeds, "speed": speed, "latency": latency, "video": video,
+              "quality": quality, "verdict": verdict}
     eight = speed[0]
-    result["summary"] = {
-        "method": f"NAR ({eight['nar_forward']} forward passes at {eight['grid']})",
-        "baseline": f"raster AR ({eight['ar_forward']} passes)", "dataset": dataset,
-        "speed_ratio": eight["speedup"], "trick_speed_ratio": None,
-        "method_quality": {"class_accuracy": n["accuracy_mean"], "frechet_distance": n["fd_mean"]},
-        "baseline_quality": {"class_accuracy": a["accuracy_mean"], "frechet_distance": a["fd_mean"]},
-        "command": command}
+    result["summary"] = BenchSummary(
+        method=f"NAR ({eight['nar_forward']} forward passes at {eight['grid']})",
+        baseline=f"raster AR ({eight['ar_forward']} passes)", dataset=dataset, speed_ratio=eight["speedup"],
+        method_quality={"class_accuracy": n["accuracy_mean"], "frechet_distance": n["fd_mean"]},
+        baseline_quality={"class_accuracy": a["accuracy_mean"], "frechet_distance": a["fd_mean"]},
+        command=command).to_dict()
     result["markdown"] = _nar_markdown(result)
     write_report(out, result["markdown"])
     return result
@@ -185,6 +180,12 @@ def _nar_markdown(r: dict) -> str:
     for s in r["speed"]:
         lines.append(f"| {s['grid']} | {s['source']} | {s['ar_forward']} | {s['nar_forward']} | "
                      f"{s['ar_seconds']:.3f} | {s['nar_seconds']:.3f} | {s['speedup']:.2f}× |")
+    lines += ["", ("Latency: the same samplers at batch " + " and ".join(map(str, LATENCY_BATCHES)) +
+                   " (CFG doubles it), timed round-robin in the same run."), "",
+              "| grid | batch | AR s | NAR s | speed-up |", "|---|---|---|---|---|"]
+    for s in r["latency"]:
+        lines.append(f"| {s['grid']} | {s['batch_size']} | {s['ar_seconds']:.4f} | {s['nar_seconds']:.4f} | "
+                     f"{s['speedup']:.2f}× |")
     v = r["video"]
     if v:
         lines += ["", (f"Trained video pipeline `{v['pipeline']}`: {v['grid']} token grid ({v['tokens']} tokens), "
@@ -205,3 +206,22 @@ def _nar_markdown(r: dict) -> str:
     lines += ["", (f"NAR not worse than AR beyond the spread: class accuracy {'yes' if verdict['accuracy_not_worse'] else 'NO'}"
                    f", Fréchet distance {'yes' if verdict['fd_not_worse'] else 'NO'}."), ""]
     return "\n".join(lines)
+
+
+BENCH = Bench(
+    "nar", bench_nar,
+    "NAR vs raster AR: forward passes and wall-clock (8x8, 16x16, 4x8x8 video) at the throughput batch and at "
+    "batch 1 and 4, and quality over sampling seeds.",
+    arguments=(
+        BenchArgument("--ar", "ar_path", "raster AR pipeline folder (the baseline)"),
+        BenchArgument("--nar", "nar_path", "NAR pipeline folder"),
+        BenchArgument("--video", "video_path", "NAR video pipeline folder, '' to skip"),
+        BenchArgument("--batch-size", "batch_size", "labels in the throughput batch, CFG doubles it", int),
+        BenchArgument("--repeats", "repeats", "timed calls per sampler, the median is reported", int),
+        BenchArgument("--num-samples", "num_samples", "class-balanced samples per quality seed", int),
+        BenchArgument("--seeds", "seeds", "sampling seeds of the quality runs (mean and spread reported)", int, "+"),
+        BenchArgument("--seed", "seed", "seed of the timed calls", int),
+        BenchArgument("--threads", "threads", "torch threads during the bench", int),
+        BenchArgument("--out", "out", "markdown report file"),
+    ),
+)

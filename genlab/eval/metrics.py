@@ -125,6 +125,29 @@ def frechet_distance(real_images, fake_images, classifier, batch_size: int = 256
     return max(float(value), 0.0)
 
 
+def color_accuracy(images, colors, threshold: float = 0.5) -> float:
+    """Fraction of RGB `images` (in [-1, 1]) whose drawn colour is the named one: the mean colour of the pixels
+    brighter than `threshold` (on [0, 1]; the black background and the antialiased rim excluded) is matched to the nearest colour of
+    the shapes palette. For the shapes data set, whose captions name the colour."""
+    from ..data.shapes import COLORS
+
+    images = _check_images(images)
+    if images.shape[1] != 3:
+        raise GenlabError(f"color_accuracy needs RGB images, got {images.shape[1]} channel(s)")
+    if len(colors) != len(images):
+        raise GenlabError(f"color_accuracy needs one colour name per image, got {len(colors)} for {len(images)}")
+    unknown = sorted(set(colors) - set(COLORS))
+    if unknown:
+        raise GenlabError(f"unknown colour(s) {unknown}; the shapes palette has {sorted(COLORS)}")
+    names = list(COLORS)
+    palette = torch.tensor([COLORS[n] for n in names], dtype=torch.float64) / 255
+    x = ((images.double().cpu().clamp(-1, 1) + 1) / 2).flatten(2)  # (B, 3, HW)
+    bright = x.amax(1, keepdim=True) > threshold
+    mean = (x * bright).sum(2) / bright.sum(2).clamp(min=1)  # (B, 3); black where nothing is drawn
+    nearest = torch.cdist(mean, palette).argmin(1)
+    return sum(names[i] == c for i, c in zip(nearest.tolist(), colors)) / len(colors)
+
+
 def _check_pair(a, b):
     a = _check_images(a, "a")
     b = _check_images(b, "b")
@@ -143,6 +166,17 @@ def psnr(a, b) -> float:
     """
     a, b = _check_pair(a, b)
     return float(peak_signal_noise_ratio(a, b, data_range=1.0))
+
+
+@torch.no_grad()
+def reconstruction_psnr(tokenizer, images: torch.Tensor, batch_size: int = 256) -> float:
+    """PSNR in dB of `tokenizer.reconstruct(images)` (clamped to [-1, 1], as it would be shown) against `images`:
+    one PSNR over all pixels of all images, not a mean of per-image PSNRs, so a few perfect images cannot hide bad
+    ones. Reconstructions are computed `batch_size` images at a time."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    images = tokenizer.check_images(images)
+    recon = torch.cat([tokenizer.reconstruct(b).float().clamp(-1, 1) for b in images.split(batch_size)])
+    return psnr(recon, images.float())
 
 
 def ssim(a, b) -> float:

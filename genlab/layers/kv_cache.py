@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import GenlabError
+
 
 class KVCache:
     def __init__(self, batch_size: int, num_heads: int, max_len: int, head_dim: int,
@@ -30,7 +32,7 @@ class KVCache:
         """Append k, v (B, heads, q, d) of sequence positions (q,); return the filled (k, v) (B, heads, L, d)."""
         end = self.length + k.shape[2]
         if end > self.k.shape[2]:
-            raise ValueError(f"KV cache overflow: {end} entries for a cache of {self.k.shape[2]}")
+            raise GenlabError(f"KV cache overflow: {end} entries for a cache of {self.k.shape[2]}")
         self.k[:, :, self.length:end] = k.to(self.k.dtype)
         self.v[:, :, self.length:end] = v.to(self.v.dtype)
         self.positions[self.length:end] = positions.to(self.positions.device)

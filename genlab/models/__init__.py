@@ -1,11 +1,11 @@
-"""One file per method and per baseline. Each model is a GenlabModel; forward() is the training forward."""
+"""One file per method and per baseline. Each model is a GenlabModel; forward() is the training forward.
 
-from .ar import ARModel
-from .common import TOKEN_TRANSFORMER_PRESETS
-from .ddt import DDT_PRESETS, DDTModel
-from .dit import DIT_PRESETS, DiTModel
-from .nar import NARModel
+The method models (registered in genlab/methods/) are imported on first access, e.g. `from genlab.models import
+DDTModel`; the shared token sampler is imported with the package."""
+
+from ..registry import lazy_namespace
 from .sampling import filter_logits, generate_tokens, sample_from_logits
 
-__all__ = ["ARModel", "NARModel", "TOKEN_TRANSFORMER_PRESETS", "DDT_PRESETS", "DDTModel", "DIT_PRESETS", "DiTModel",
-           "filter_logits", "generate_tokens", "sample_from_logits"]
+__getattr__, __dir__ = lazy_namespace(__name__)
+
+__all__ = ["filter_logits", "generate_tokens", "sample_from_logits"]

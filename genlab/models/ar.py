@@ -13,7 +13,7 @@ from diffusers.configuration_utils import register_to_config
 
 from ..modeling import GenlabModel
 from ..schedulers.orders import raster_levels, raster_mask
-from .common import TOKEN_TRANSFORMER_PRESETS, TokenTransformerMixin, check_token_transformer_config
+from .token_transformer import TOKEN_TRANSFORMER_PRESETS, TokenTransformerMixin, check_token_transformer_config
 
 
 class ARModel(TokenTransformerMixin, GenlabModel):
@@ -33,16 +33,13 @@ class ARModel(TokenTransformerMixin, GenlabModel):
     def head_modules(self):
         return [([], (self.norm, self.output))]
 
-    @property
-    def levels(self) -> list[torch.Tensor]:
-        return self._cached("levels", lambda: raster_levels(self.grid))
+    def decoding_levels(self) -> list[torch.Tensor]:
+        return raster_levels(self.grid)
 
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return self._cached("mask", lambda: raster_mask(self.grid, num_cond=1))
+    def decoding_mask(self) -> torch.Tensor:
+        return raster_mask(self.grid, num_cond=1)
 
-    @property
-    def routes(self):
+    def decoding_routes(self):
         """Token n is read at sequence position n: the class token for n = 0, token n - 1 otherwise."""
         n = self.num_tokens
-        return self._cached("routes", lambda: (torch.arange(n)[:, None], torch.ones(n, 1, dtype=torch.bool)))
+        return torch.arange(n)[:, None], torch.ones(n, 1, dtype=torch.bool)

@@ -16,15 +16,18 @@ layer is zeroed, so the model outputs exactly 0 at init); there is no global xav
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
+from diffusers.utils import BaseOutput
 
 from ..errors import GenlabError
 from ..layers import AdaLNBlock, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder, unpatchify
 from ..modeling import GenlabModel
-from .common import PatchTransformerMixin, check_patch_transformer_config
+from .patch_transformer import PatchTransformerMixin, check_patch_transformer_config
 
 DDT_PRESETS = {
     # test/tiny/small: genlab's CPU presets (spec §10); B/L/XL: the paper's splits (App. A), 130.26M/457.65M/674.65M
@@ -38,8 +41,19 @@ DDT_PRESETS = {
 }
 
 
+@dataclass
+class DDTOutput(BaseOutput):
+    """sample: the velocity (B, C, H, W); z: the self-condition (B, N, D) the decoder used (pass it back to skip the
+    encoder); aligned: the projected encoder features (B, N, repa_dim) when called with return_alignment=True."""
+
+    sample: torch.Tensor
+    z: torch.Tensor
+    aligned: torch.Tensor | None = None
+
+
 class DDTModel(PatchTransformerMixin, GenlabModel):
-    """forward(x_t, t, class_labels, z=None) -> (velocity, z). Pass the z of an earlier call to skip the encoder."""
+    """forward(x_t, t, class_labels, z=None) -> DDTOutput(sample, z). Pass the z of an earlier call to skip the
+    encoder."""
 
     PRESETS, PRESET_FAMILY = DDT_PRESETS, "DDT"
 
@@ -106,24 +120,27 @@ class DDTModel(PatchTransformerMixin, GenlabModel):
         return unpatchify(self.final_layer(h, z), self.config.patch_size, H, W)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor,
-                z: torch.Tensor | None = None, return_alignment: bool = False):
+                z: torch.Tensor | None = None, return_alignment: bool = False, return_dict: bool = True):
         """x: (B, C, H, W) noisy input x_t; t: (B,) in [0, 1] (0 = noise); class_labels: (B,) long (num_classes =
         no class); z: (B, N, D) self-condition from an earlier call, or None to run the encoder.
-        Returns (velocity shaped like x, z). With z given, t and class_labels are not used.
-        return_alignment=True (training with REPA, needs repa_layer) returns (velocity, z, projected (B, N, repa_dim)
-        features of encoder block repa_layer), computed inside forward so DDP sees the projector's use."""
+        Returns DDTOutput(sample=velocity shaped like x, z) (a tuple with return_dict=False). With z given, t and
+        class_labels are not used. return_alignment=True (training with REPA, needs repa_layer) also returns the
+        projected (B, N, repa_dim) features of encoder block repa_layer as `aligned`, computed inside forward so
+        DDP sees the projector's use."""
         self.check_inputs(x, t, class_labels)
         p = self.config.patch_size
         gh, gw = x.shape[2] // p, x.shape[3] // p
         rope = self.rope(gh, gw)
+        aligned = None
         if return_alignment:
             if self.repa_projector is None:
                 raise GenlabError("this DDTModel has no REPA projector: build it with repa_layer and repa_dim")
             z, kept = self.encode(x, self.t_embedder(t)[:, None], class_labels, rope, keep=self.config.repa_layer)
-            return self.decode(x, z, rope), z, self.repa_projector(kept)
-        if z is None:
+            aligned = self.repa_projector(kept)
+        elif z is None:
             z = self.encode(x, self.t_embedder(t)[:, None], class_labels, rope)
         elif z.shape != (x.shape[0], gh * gw, self.config.hidden_size):
             raise GenlabError(f"z must have shape {(x.shape[0], gh * gw, self.config.hidden_size)} for this x, "
                               f"got {tuple(z.shape)}")
-        return self.decode(x, z, rope), z
+        out = DDTOutput(sample=self.decode(x, z, rope), z=z, aligned=aligned)
+        return out if return_dict else out.to_tuple()

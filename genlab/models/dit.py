@@ -11,10 +11,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from ..layers import AdaLNBlock, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder, unpatchify
 from ..modeling import GenlabModel
-from .common import PatchTransformerMixin, check_patch_transformer_config
+from .patch_transformer import PatchTransformerMixin, check_patch_transformer_config
 
 DIT_PRESETS = {
     # name: (hidden_size, depth, num_heads)
@@ -45,9 +46,9 @@ class DiTModel(PatchTransformerMixin, GenlabModel):
         )
         self.final_layer = FinalLayer(hidden_size, patch_size * patch_size * in_channels)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor, return_dict: bool = True):
         """x: (B, C, H, W) noisy input x_t, t: (B,) in [0, 1], class_labels: (B,) long (num_classes = no class).
-        Returns the velocity, shape of x."""
+        Returns Transformer2DModelOutput(sample=velocity shaped like x), or (velocity,) with return_dict=False."""
         self.check_inputs(x, t, class_labels)
         B, _, H, W = x.shape
         p = self.config.patch_size
@@ -56,4 +57,5 @@ class DiTModel(PatchTransformerMixin, GenlabModel):
         rope = self.rope(H // p, W // p)
         for block in self.blocks:
             tokens = block(tokens, c, rope)
-        return unpatchify(self.final_layer(tokens, c), p, H, W)
+        v = unpatchify(self.final_layer(tokens, c), p, H, W)
+        return Transformer2DModelOutput(sample=v) if return_dict else (v,)

@@ -25,7 +25,7 @@ from diffusers.configuration_utils import register_to_config
 from ..errors import GenlabError
 from ..modeling import GenlabModel
 from ..schedulers.orders import grid_coordinates, manhattan_distance, proximity_mask, ring_levels
-from .common import TOKEN_TRANSFORMER_PRESETS, TokenTransformerMixin, check_token_transformer_config
+from .token_transformer import TOKEN_TRANSFORMER_PRESETS, TokenTransformerMixin, check_token_transformer_config
 
 HEAD_NAMES = ("horizontal", "vertical", "temporal")
 
@@ -65,17 +65,14 @@ class NARModel(TokenTransformerMixin, GenlabModel):
             heads.append(([block], (norm, out)))
         return heads
 
-    @property
-    def levels(self) -> list[torch.Tensor]:
-        return self._cached("levels", lambda: ring_levels(self.grid))
+    def decoding_levels(self) -> list[torch.Tensor]:
+        return ring_levels(self.grid)
 
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return self._cached("mask", lambda: proximity_mask(self.grid, num_cond=1))
+    def decoding_mask(self) -> torch.Tensor:
+        return proximity_mask(self.grid, num_cond=1)
 
-    @property
-    def routes(self):
-        return self._cached("routes", lambda: neighbour_routes(self.grid))
+    def decoding_routes(self):
+        return neighbour_routes(self.grid)
 
 
 def neighbour_routes(grid: tuple[int, ...]):

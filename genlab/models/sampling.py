@@ -1,8 +1,9 @@
-"""One KV-cached sampler for every order-based token model (raster AR, NAR; later ETT, M-VAR).
+"""One sampler for every order-based token model (raster AR, NAR; later ETT, M-VAR).
 
-The model supplies `levels` (the raster indices produced per forward pass), `new_caches(batch)` and
-`decode_step(tokens, positions, labels, caches, targets) -> (B, t, V)` mixed logits. Step 0 feeds the class token
-and predicts level 0; step k feeds the ids of level k-1 (written into the caches at their sequence positions) and
+The model supplies `levels` (the raster indices produced per forward pass), `new_state(batch)` (its decoding state,
+e.g. KV caches, a Mamba state or a transformers Cache: the sampler only carries it) and
+`decode_step(tokens, positions, labels, state, targets) -> (B, t, V)` mixed logits. Step 0 feeds the class token
+and predicts level 0; step k feeds the ids of level k-1 (written into the state at their sequence positions) and
 predicts level k, so the number of forward passes equals the number of levels (raster: N; NAR: 2n - 1).
 
 CFG runs the batch as [uncond ; cond] with the null class, combines the mixed logits of both halves with
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import GenlabError
-from ..schedulers import GuidanceSchedule, apply_cfg
+from ..schedulers import GuidanceSchedule, cfg_combine, cfg_labels
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
@@ -72,11 +73,12 @@ class TokenSample:
 def generate_tokens(model, class_labels: torch.Tensor, guidance: GuidanceSchedule | float = 1.0,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                     generator: torch.Generator | None = None, return_logits: bool = False,
-                    callback=None) -> TokenSample:
+                    callback=None, progress=None) -> TokenSample:
     """Sample (B, N) token ids for class_labels (B,) with the model's own order.
 
     callback(step, level, tokens): called after every forward pass with the step index, the raster indices (n_k,)
-    just sampled and the (B, N) ids so far (a copy; positions not yet sampled hold -1), e.g. to animate decoding."""
+    just sampled and the (B, N) ids so far (a copy; positions not yet sampled hold -1), e.g. to animate decoding.
+    progress: wraps the iterable of levels (a pipeline's `progress_bar`)."""
     check_sampling_args(temperature, top_k, top_p)
     if not isinstance(guidance, GuidanceSchedule):
         guidance = GuidanceSchedule(float(guidance))
@@ -87,27 +89,27 @@ def generate_tokens(model, class_labels: torch.Tensor, guidance: GuidanceSchedul
                           f"({model.config.num_classes} = no class: unconditional samples)")
     use_cfg = guidance.active
     if use_cfg:
-        labels = torch.cat([torch.full_like(labels, model.null_class), labels])
-    caches = model.new_caches(labels.shape[0])
+        labels = cfg_labels(labels, model.null_class)
+    state = model.new_state(labels.shape[0])
     tokens = torch.zeros(B, N, dtype=torch.long, device=labels.device)
     all_logits = torch.zeros(B, N, model.config.vocab_size, device=labels.device) if return_logits else None
+    filled = torch.zeros(N, dtype=torch.bool, device=labels.device)
     positions, inputs, done, calls = torch.zeros(1, dtype=torch.long), None, 0, 0
-    for level in model.levels:
-        mixed = model.decode_step(inputs, positions, labels, caches, level)
+    levels = model.levels
+    for level in (progress(levels) if progress is not None else levels):
+        mixed = model.decode_step(inputs, positions, labels, state, level)
         calls += 1
         if use_cfg:
-            uncond, cond = mixed.chunk(2)
-            mixed = apply_cfg(uncond, cond, guidance(done / N))
+            mixed = cfg_combine(mixed, guidance(done / N))
         new = sample_from_logits(mixed, temperature, top_k, top_p, generator)
-        tokens[:, level.to(tokens.device)] = new
+        target = level.to(tokens.device)
+        tokens[:, target] = new
         if return_logits:
-            all_logits[:, level.to(tokens.device)] = mixed.float()
+            all_logits[:, target] = mixed.float()
         done += len(level)
         if callback is not None:
-            partial = torch.full_like(tokens, -1)
-            finished = torch.cat(list(model.levels[:calls])).to(tokens.device)
-            partial[:, finished] = tokens[:, finished]
-            callback(calls - 1, level, partial)
+            filled[target] = True
+            callback(calls - 1, level, torch.where(filled, tokens, torch.full_like(tokens, -1)))
         positions = 1 + level
         inputs = torch.cat([new, new]) if use_cfg else new
     return TokenSample(tokens, calls, all_logits)

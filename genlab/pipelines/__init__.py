@@ -1,14 +1,9 @@
-"""One DiffusionPipeline per method. `PIPELINES` lists every class that `import genlab` registers in diffusers."""
+"""One DiffusionPipeline per method (registered in genlab/methods/, imported on first access, e.g.
+`from genlab.pipelines import DDTPipeline`); `GenlabPipeline` is the base they share."""
 
-from .ar import ARPipeline
-from .base import GenlabImageOutput, GenlabPipeline, GenlabVideoOutput
-from .ddt import DDTPipeline
-from .dit_flow import FlowDiTPipeline
-from .nar import NARPipeline
-from .nar_video import NARVideoPipeline
+from ..registry import lazy_namespace
 
-PIPELINES = [FlowDiTPipeline, DDTPipeline, ARPipeline, NARPipeline, NARVideoPipeline]
+__getattr__, __dir__ = lazy_namespace(__name__)
+from .base import MAX_INFERENCE_STEPS, GenlabPipeline, GenlabVideoOutput  # noqa: E402
 
-__all__ = ["GenlabImageOutput", "GenlabPipeline", "FlowDiTPipeline", "DDTPipeline", "ARPipeline", "NARPipeline",
-           "NARVideoPipeline", "GenlabVideoOutput",
-           "PIPELINES"]
+__all__ = ["MAX_INFERENCE_STEPS", "GenlabPipeline", "GenlabVideoOutput"]

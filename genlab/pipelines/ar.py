@@ -11,11 +11,11 @@ import torch
 
 from ..errors import GenlabError
 from ..models.sampling import check_sampling_args, generate_tokens
-from .base import GenlabImageOutput, GenlabPipeline
+from .base import GenlabPipeline
 
 
 class ARPipeline(GenlabPipeline):
-    """Components: `transformer` (ARModel, or any model with `levels`, `new_caches`, `decode_step`, `null_class`
+    """Components: `transformer` (ARModel, or any model with `levels`, `new_state`, `decode_step`, `null_class`
     and a `grid_size` / `vocab_size` config) and `image_tokenizer` (a VQTokenizer whose codebook size is the
     model's vocab_size). After a call, `last_num_forward` holds the number of forward passes of that call."""
 
@@ -25,10 +25,6 @@ class ARPipeline(GenlabPipeline):
     def __init__(self, transformer, image_tokenizer):
         super().__init__()
         self.register_modules(transformer=transformer, image_tokenizer=image_tokenizer)
-
-    @property
-    def class_names(self) -> list[str] | None:
-        return self.transformer.config.get("class_names")
 
     def check_components(self):
         tok, model = self.image_tokenizer, self.transformer
@@ -41,15 +37,23 @@ class ARPipeline(GenlabPipeline):
             raise GenlabError(f"{type(self).__name__} decodes {self.grid_dims}-D token grids; this transformer has "
                               f"grid {tuple(model.grid)}")
 
-    def sample_ids(self, class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator):
-        """Checks, then KV-cached sampling in the model's order: (B, *grid) token ids. Sets last_num_forward."""
+    def sample_ids(self, class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator,
+                   callback_on_step_end=None):
+        """Checks, then KV-cached sampling in the model's order: (B, *grid) token ids. Sets last_num_forward.
+        callback_on_step_end(pipe, step, level, {"tokens": (B, N) ids so far, -1 where not sampled yet}) is called
+        after every forward pass (read-only: what it returns is not fed back)."""
         check_sampling_args(temperature, top_k, top_p)
         self.check_components()
         cfg = self.transformer.config
         device = self._execution_device
         labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
         guidance = self.guidance_schedule(guidance_scale, guidance_interval)
-        sample = generate_tokens(self.transformer, labels, guidance, temperature, top_k, top_p, generator)
+        callback = None
+        if callback_on_step_end is not None:
+            def callback(step, level, partial):
+                callback_on_step_end(self, step, level, {"tokens": partial})
+        sample = generate_tokens(self.transformer, labels, guidance, temperature, top_k, top_p, generator,
+                                 callback=callback, progress=self.progress_bar)
         self.last_num_forward = sample.num_forward
         return sample.tokens.reshape(len(labels), *self.transformer.grid)
 
@@ -57,17 +61,16 @@ class ARPipeline(GenlabPipeline):
     def __call__(self, class_labels=None, guidance_scale: float = 2.0,
                  guidance_interval: tuple[float, float] | None = None, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, generator: torch.Generator | None = None, output_type: str = "pil",
-                 return_dict: bool = True):
+                 return_dict: bool = True, callback_on_step_end=None):
         """Generate one image per entry of `class_labels` (ints or class names).
 
         guidance_scale: CFG weight on the logits (1 = none; [uncond ; cond] batches); guidance_interval: (lo, hi)
         to guide only while the fraction t of tokens already generated satisfies lo < t < hi; temperature (0 =
         greedy argmax), top_k (0 = off), top_p (1 = off) filter the logits; generator: torch.Generator for all
-        draws. Returns GenlabImageOutput (or a tuple with return_dict=False).
+        draws; callback_on_step_end: see `sample_ids`. Returns ImagePipelineOutput (or a tuple with
+        return_dict=False).
         """
         self.check_output_type(output_type)
-        ids = self.sample_ids(class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator)
-        images = self.image_tokenizer.decode(ids)
-        self.maybe_free_model_hooks()
-        images = self.to_output(images, output_type)
-        return GenlabImageOutput(images=images) if return_dict else (images,)
+        ids = self.sample_ids(class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator,
+                              callback_on_step_end)
+        return self.image_output(self.image_tokenizer.decode(ids), output_type, return_dict)

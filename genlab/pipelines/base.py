@@ -1,4 +1,10 @@
-"""What every genlab pipeline shares: input checks with clear errors and the conversion of outputs."""
+"""What every genlab pipeline shares: input checks with clear errors, the conditioning (class labels and/or
+prompts), classifier-free guidance batching, step callbacks, post-processing and the output classes.
+
+Outputs are diffusers' `ImagePipelineOutput` (images: PIL list, (B, C, H, W) tensor in [0, 1] or (B, H, W, C)
+array); diffusers has no generic video output, so videos come as `GenlabVideoOutput` (frames). Images are
+post-processed by diffusers' `VaeImageProcessor`.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,23 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .. import diffusers_integration
 from ..errors import GenlabError, check_positive_int
-from ..schedulers import GuidanceSchedule
+from ..schedulers import GuidanceSchedule, cfg_combine, cfg_labels
+from .loading import call_parameters
+
+diffusers_integration.register_library()
 
 OUTPUT_TYPES = ("pil", "pt", "np")
-
-
-@dataclass
-class GenlabImageOutput(BaseOutput):
-    """images: list of PIL images, a (B, C, H, W) tensor in [0, 1] ("pt") or a (B, H, W, C) array ("np")."""
-
-    images: list[PIL.Image.Image] | torch.Tensor | np.ndarray
+#: The most sampling steps a call accepts: bounds the work a typo can start (1e6 steps would run for hours).
+MAX_INFERENCE_STEPS = 1000
+#: Conditioning arguments a pipeline's __call__ may take; user interfaces read which from the signature.
+CONDITIONING_INPUTS = ("class_labels", "prompt")
 
 
 @dataclass
@@ -33,23 +41,44 @@ class GenlabVideoOutput(BaseOutput):
 
 
 class GenlabPipeline(DiffusionPipeline):
-    """Base class: validation helpers and output conversion. Subclasses implement __call__.
+    """Base class: validation, conditioning, CFG, callbacks and output conversion. Subclasses implement __call__.
 
-    User interfaces (the Gradio demo, the CLI) have no per-method code: what a pipeline accepts is read from the
-    signature of its __call__, and its acceleration switch from the two class attributes below.
+    User interfaces (the Gradio demo, the CLI, `genlab eval`) have no per-method code: what a pipeline accepts is
+    read from the signature of its __call__ (`conditioning_inputs`), and its acceleration switch from the three
+    class attributes below.
     """
 
     #: The method's acceleration switch: call argument -> allowed values, the first being the default "on" value
-    #: (e.g. DDT: {"sharing": ["statdp", "uniform"], "sharing_ratio": [2, 3, 4, 5]}). Empty: no switch.
+    #: (e.g. DDT: {"sharing": ["statdp", "uniform"], "refresh_rate": [2, 3, 4, 5]}). Empty: no switch.
     acceleration_choices: dict = {}
     #: The call arguments that turn the trick off (the plain path it must equal), e.g. {"sharing": "none"}.
     acceleration_off: dict = {}
     #: One line naming the trick for a user interface, e.g. "encoder sharing".
     acceleration_label: str = ""
+    #: The component whose config holds num_classes / class_names.
+    conditioning_component: str = "transformer"
+    #: True for pipelines whose output is GenlabVideoOutput (frames) rather than images.
+    produces_video: bool = False
 
+    # ------------------------------------------------------------ what the pipeline takes
+    @classmethod
+    def conditioning_inputs(cls) -> tuple[str, ...]:
+        """Which of `class_labels` and `prompt` this pipeline's __call__ takes."""
+        params = call_parameters(cls)
+        return tuple(name for name in CONDITIONING_INPUTS if name in params)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        component = getattr(self, self.conditioning_component, None)
+        return component.config.get("class_names") if component is not None else None
+
+    # ------------------------------------------------------------ checks
     @staticmethod
     def check_steps(num_inference_steps) -> int:
-        return check_positive_int(num_inference_steps, "num_inference_steps")
+        steps = check_positive_int(num_inference_steps, "num_inference_steps")
+        if steps > MAX_INFERENCE_STEPS:
+            raise GenlabError(f"num_inference_steps={steps} is more than the {MAX_INFERENCE_STEPS} a call may take")
+        return steps
 
     @staticmethod
     def check_output_type(output_type: str):
@@ -87,6 +116,21 @@ class GenlabPipeline(DiffusionPipeline):
         return torch.tensor(ids, dtype=torch.long, device=device)
 
     @staticmethod
+    def resolve_prompts(prompt) -> list[str]:
+        """A prompt or a list of prompts -> a non-empty list of non-empty strings."""
+        if prompt is None:
+            raise GenlabError("prompt is required: pass a text or a list of texts")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
+        if prompts is None:
+            raise GenlabError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+        if not prompts:
+            raise GenlabError("prompt is an empty list")
+        for p in prompts:
+            if not isinstance(p, str) or not p.strip():
+                raise GenlabError(f"every prompt must be a non-empty string, got {p!r}")
+        return prompts
+
+    @staticmethod
     def guidance_schedule(guidance_scale, guidance_interval) -> GuidanceSchedule:
         """CFG scale everywhere, or only for lo < t < hi when an interval (lo, hi) is given (t = 0 noise)."""
         try:
@@ -120,16 +164,50 @@ class GenlabPipeline(DiffusionPipeline):
         x = self.prepare_latents(shape, generator, latents, device, self.transformer.dtype)
         return steps, labels, guidance, x
 
+    # ------------------------------------------------------------ guidance and callbacks
     @staticmethod
-    def to_output(images: torch.Tensor, output_type: str):
+    def cfg_batch(x: torch.Tensor, labels: torch.Tensor, null_id: int, doubled: bool):
+        """The model inputs of one guided evaluation: ([x ; x], [null ; labels]) when doubled, else (x, labels)."""
+        return (torch.cat([x, x]), cfg_labels(labels, null_id)) if doubled else (x, labels)
+
+    @staticmethod
+    def cfg_output(out: torch.Tensor, scale: float, doubled: bool) -> torch.Tensor:
+        """The guided output of a (possibly doubled) evaluation."""
+        return cfg_combine(out, scale) if doubled else out
+
+    def step_callback(self, callback_on_step_end, tensor_inputs, step: int, timestep, tensors: dict) -> dict:
+        """diffusers' `callback_on_step_end(pipe, step, timestep, callback_kwargs) -> dict`: it sees the named
+        tensors of this step and may replace them; returns the (possibly replaced) tensors."""
+        if callback_on_step_end is None:
+            return tensors
+        unknown = sorted(set(tensor_inputs) - set(tensors))
+        if unknown:
+            raise GenlabError(f"callback_on_step_end_tensor_inputs {unknown} are not available; this pipeline "
+                              f"passes {sorted(tensors)}")
+        out = callback_on_step_end(self, step, timestep, {k: tensors[k] for k in tensor_inputs}) or {}
+        return {**tensors, **{k: v for k, v in out.items() if k in tensors}}
+
+    # ------------------------------------------------------------ outputs
+    @staticmethod
+    def postprocess(images: torch.Tensor, output_type: str):
         """images in [-1, 1] (B, C, H, W) -> the requested output type, values in [0, 1] / uint8 for PIL."""
-        images = (images.float().clamp(-1, 1) + 1) / 2
-        if output_type == "pt":
-            return images.cpu()
-        arr = images.permute(0, 2, 3, 1).cpu().numpy()
-        if output_type == "np":
-            return arr
-        arr = (arr * 255).round().astype("uint8")
-        if arr.shape[-1] == 1:
-            return [PIL.Image.fromarray(a[..., 0], mode="L") for a in arr]
-        return [PIL.Image.fromarray(a) for a in arr]
+        processor = VaeImageProcessor(do_normalize=True)
+        images = processor.postprocess(images.detach().float().clamp(-1, 1).cpu(), output_type=output_type)
+        return images
+
+    def image_output(self, images: torch.Tensor, output_type: str, return_dict: bool):
+        """Decoded images in [-1, 1] -> ImagePipelineOutput (or a tuple), with model offload hooks released."""
+        self.maybe_free_model_hooks()
+        images = self.postprocess(images, output_type)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def video_output(self, frames: torch.Tensor, num_clips: int, output_type: str, return_dict: bool):
+        """Decoded frames (B * T, C, H, W) in [-1, 1], clip-major -> GenlabVideoOutput (or a tuple)."""
+        self.maybe_free_model_hooks()
+        frames = self.postprocess(frames, output_type)
+        per_clip = len(frames) // num_clips
+        if output_type == "pil":
+            frames = [frames[i * per_clip:(i + 1) * per_clip] for i in range(num_clips)]
+        else:
+            frames = frames.reshape(num_clips, per_clip, *frames.shape[1:])
+        return GenlabVideoOutput(frames=frames) if return_dict else (frames,)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from ..errors import GenlabError, check_positive_int
-from .base import GenlabVideoOutput
 from .nar import NARPipeline
 
 
@@ -19,6 +18,7 @@ class NARVideoPipeline(NARPipeline):
     `image_tokenizer` (the per-frame VQTokenizer). After a call, `last_num_forward` holds the forward passes."""
 
     grid_dims = 3
+    produces_video = True
 
     @property
     def num_frames(self) -> int:
@@ -29,7 +29,7 @@ class NARVideoPipeline(NARPipeline):
     def __call__(self, class_labels=None, num_frames: int | None = None, guidance_scale: float = 1.5,
                  guidance_interval: tuple[float, float] | None = None, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, generator: torch.Generator | None = None, output_type: str = "pil",
-                 return_dict: bool = True):
+                 return_dict: bool = True, callback_on_step_end=None):
         """Generate one clip per entry of `class_labels` (ints or class names).
 
         num_frames: frames to return, 1..T (default T, the trained length). The model always decodes its whole
@@ -44,13 +44,7 @@ class NARVideoPipeline(NARPipeline):
         if num_frames > trained:
             raise GenlabError(f"num_frames={num_frames} is beyond what this model was trained for: it generates "
                               f"clips of at most {trained} frames")
-        ids = self.sample_ids(class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator)
-        B = ids.shape[0]
+        ids = self.sample_ids(class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator,
+                              callback_on_step_end)
         frames = self.image_tokenizer.decode(ids[:, :num_frames].flatten(0, 1))  # (B * T', C, H, W)
-        self.maybe_free_model_hooks()
-        frames = self.to_output(frames, output_type)
-        if output_type == "pil":
-            frames = [frames[i * num_frames:(i + 1) * num_frames] for i in range(B)]
-        else:
-            frames = frames.reshape(B, num_frames, *frames.shape[1:])
-        return GenlabVideoOutput(frames=frames) if return_dict else (frames,)
+        return self.video_output(frames, ids.shape[0], output_type, return_dict)

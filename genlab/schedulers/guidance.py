@@ -18,9 +18,20 @@ def apply_cfg(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) ->
     return out_uncond + scale * (out_cond - out_uncond)
 
 
+def cfg_labels(labels: torch.Tensor, null_id: int) -> torch.Tensor:
+    """The conditioning of a CFG batch: [null ; labels]."""
+    return torch.cat([torch.full_like(labels, null_id), labels])
+
+
 def cfg_inputs(x: torch.Tensor, labels: torch.Tensor, null_id: int):
     """Double a batch for CFG: ([x ; x], [null ; labels])."""
-    return torch.cat([x, x]), torch.cat([torch.full_like(labels, null_id), labels])
+    return torch.cat([x, x]), cfg_labels(labels, null_id)
+
+
+def cfg_combine(out: torch.Tensor, scale: float) -> torch.Tensor:
+    """Split a [uncond ; cond] model output and guide it: apply_cfg at `scale`, the conditional half at scale 1."""
+    out_uncond, out_cond = out.chunk(2)
+    return out_cond if scale == 1.0 else apply_cfg(out_uncond, out_cond, scale)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..errors import GenlabError
-from .base import ImageTokenizer, reconstruction_psnr
+from ..eval.metrics import reconstruction_psnr
+from ..files import read_json
+from .base import ImageTokenizer
 from .kl import KLTokenizer
 from .pixels import PixelTokenizer
 from .vq import VectorQuantizer, VQTokenizer
@@ -20,11 +21,7 @@ def load_tokenizer(path, subfolder: str | None = None, **kwargs) -> ImageTokeniz
     config_file = os.path.join(folder, "config.json")
     if not os.path.isfile(config_file):
         raise GenlabError(f"load_tokenizer: no tokenizer in {folder} (missing folder or config.json)")
-    try:
-        with open(config_file) as f:
-            class_name = json.load(f).get("_class_name")
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise GenlabError(f"load_tokenizer: config.json in {folder} is not a JSON object ({e})") from None
+    class_name = read_json(config_file, "load_tokenizer").get("_class_name")
     classes = {cls.__name__: cls for cls in TOKENIZERS.values()}
     if class_name not in classes:
         raise GenlabError(f"load_tokenizer: {folder} holds a {class_name!r}, not one of {sorted(classes)}")

@@ -1,4 +1,4 @@
-"""The image <-> token interface every genlab method uses, plus reconstruction PSNR.
+"""The image <-> token interface every genlab method uses.
 
 A tokenizer maps images (B, C, H, W) in [-1, 1] to tokens and back:
 - continuous tokenizers (pixels, kl) give latents (B, c, h, w);
@@ -8,17 +8,17 @@ A tokenizer maps images (B, C, H, W) in [-1, 1] to tokens and back:
 
 from __future__ import annotations
 
-import inspect
 from typing import ClassVar
 
 import torch
 
 from ..errors import GenlabError
-from ..modeling import GenlabModel
+from ..modeling import GenlabModel, PresetMixin
 
 
-class ImageTokenizer(GenlabModel):
-    """Base class: subclasses implement `encode`, `decode`, `training_loss` and the three properties."""
+class ImageTokenizer(PresetMixin, GenlabModel):
+    """Base class: subclasses implement `encode`, `decode`, `training_loss` and the three properties.
+    `from_preset(name, **overrides)` builds an untrained tokenizer from the class's PRESETS."""
 
     # name -> config overrides for `from_preset`; each subclass documents its own presets.
     PRESETS: ClassVar[dict[str, dict]] = {}
@@ -68,20 +68,6 @@ class ImageTokenizer(GenlabModel):
             raise GenlabError(f"{type(self).__name__}: image size {h}x{w} must be positive multiples of {f}")
         return (self.latent_channels, h // f, w // f)
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> ImageTokenizer:
-        """Build an untrained tokenizer from a named preset (see the class's PRESETS), overriding any config field."""
-        if name not in cls.PRESETS:
-            raise GenlabError(
-                f"{cls.__name__}: unknown preset {name!r}; known presets: {sorted(cls.PRESETS)}"
-            )
-        config = {**cls.PRESETS[name], **overrides}
-        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise GenlabError(f"{cls.__name__}: unknown config field(s) {unknown}; known: {sorted(known)}")
-        return cls(**config)
-
     def check_images(self, images) -> torch.Tensor:
         """Raise a one-line GenlabError unless `images` is a float (B, C, H, W) tensor this tokenizer can encode."""
         name = type(self).__name__
@@ -110,22 +96,3 @@ class ImageTokenizer(GenlabModel):
             got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise GenlabError(f"{name}: expected latents (B, {self.latent_channels}, h, w), got {got}")
         return latents.to(device=self.device, dtype=self.dtype)
-
-
-@torch.no_grad()
-def reconstruction_psnr(tokenizer: ImageTokenizer, images: torch.Tensor, batch_size: int = 256) -> float:
-    """PSNR in dB of `tokenizer.reconstruct(images)` against `images` (both mapped from [-1, 1] to [0, 1]).
-
-    One PSNR over all pixels of all images (torchmetrics accumulates the squared error), not a mean of
-    per-image PSNRs, so a few perfect images cannot hide bad ones.
-    """
-    from torchmetrics.image import PeakSignalNoiseRatio
-
-    if batch_size <= 0:
-        raise GenlabError(f"batch_size must be positive, got {batch_size}")
-    images = tokenizer.check_images(images)
-    metric = PeakSignalNoiseRatio(data_range=1.0).to(images.device)
-    for batch in images.split(batch_size):
-        recon = tokenizer.reconstruct(batch).clamp(-1, 1)
-        metric.update((recon.float() + 1) / 2, (batch.float() + 1) / 2)
-    return float(metric.compute())

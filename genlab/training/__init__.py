@@ -1,8 +1,9 @@
 """The shared training loop: `TrainConfig`, `Trainer` and the checkpoint format (see trainer.py for the
-exact-resume rules)."""
+exact-resume rules); recipes and their builders (recipe.py, builders.py). Names are imported on first use."""
 
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from .config import TrainConfig
-from .trainer import Trainer, derive_seed
+from ..lazy_imports import lazy_attributes
 
-__all__ = ["TrainConfig", "Trainer", "derive_seed", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
+_NAMES = {"TrainConfig": ".config", "Trainer": ".trainer", "derive_seed": ".trainer",
+          "list_checkpoints": ".checkpoint", "load_checkpoint": ".checkpoint", "save_checkpoint": ".checkpoint"}
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES)
+__all__ = sorted(_NAMES)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from ..errors import GenlabError
+from ..errors import GenlabError, first_line
 from ..modeling import check_safetensors_file
 
 MODEL_FILE = "model.safetensors"
@@ -100,10 +100,8 @@ def load_checkpoint(path: str, model, ema, optimizer, scheduler) -> dict:
     """
 
     def unreadable(what, err):
-        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        return GenlabError(
-            f"checkpoint {path} is unreadable ({what}: {first.strip()[:200]}); delete it to resume from the previous one"
-        )
+        return GenlabError(f"checkpoint {path} is unreadable ({what}: {first_line(err, 200)}); delete it to resume "
+                           "from the previous one")
 
     # Read everything first, so a corrupt file is reported before any object is modified.
     try:
@@ -129,8 +127,7 @@ def load_checkpoint(path: str, model, ema, optimizer, scheduler) -> dict:
             raise unreadable(name, e) from None
 
     def mismatch(err):
-        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        return GenlabError(f"checkpoint {path} does not fit this model ({first.strip()[:300]})")
+        return GenlabError(f"checkpoint {path} does not fit this model ({first_line(err)})")
 
     try:
         load_model(model, os.path.join(path, MODEL_FILE), strict=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..errors import GenlabError
+from ..errors import GenlabError, check_int
 
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -81,6 +81,4 @@ class TrainConfig:
 
 
 def _check_int(config, name: str, minimum: int):
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise GenlabError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    setattr(config, name, check_int(getattr(config, name), name, minimum=minimum))

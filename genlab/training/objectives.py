@@ -30,45 +30,31 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 class FlowMatchingObjective(nn.Module):
     """Class-conditional flow matching: x_t = t x + (1 - t) e, target v = x - e, label dropout for CFG.
 
-    With a REPA `teacher` (genlab.training.repa) and `alignment_weight` λ > 0, the model (a DDTModel built with
-    repa_layer / repa_dim) also returns its projected encoder features, and the loss is L_fm + λ L_enc with L_enc
-    the alignment to the teacher's features of the clean image. The dict then also holds `loss_fm` and `loss_enc`."""
+    The model is called as model(x_t, t, labels) and returns an output with `.sample` (the velocity)."""
 
-    def __init__(self, scheduler: FlowMatchScheduler, tokenizer: nn.Module | None = None, label_dropout: float = 0.1,
-                 teacher: nn.Module | None = None, alignment_weight: float = 0.5):
+    def __init__(self, scheduler: FlowMatchScheduler, tokenizer: nn.Module | None = None, label_dropout: float = 0.1):
         super().__init__()
         self.scheduler = scheduler
         self.tokenizer = tokenizer.requires_grad_(False).eval() if tokenizer is not None else None
         self.label_dropout = label_dropout
-        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
-        self.alignment_weight = float(alignment_weight)
 
-    def forward(self, model, batch, generator=None):
-        clean = x = batch["pixel_values"]
+    def noisy_inputs(self, model, batch, generator) -> dict:
+        """The training example of one batch: clean latents `x`, noisy `x_t`, times `t`, (dropped) `labels` and the
+        velocity `target`."""
+        x = batch["pixel_values"]
         if self.tokenizer is not None:
             with torch.no_grad():
                 x = self.tokenizer.encode(x)
-        labels = batch["class_labels"]
-        null_class = unwrap(model).config.num_classes
-        labels = drop_labels(labels, self.label_dropout, null_class, generator)
+        labels = drop_labels(batch["class_labels"], self.label_dropout, unwrap(model).config.num_classes, generator)
         t = self.scheduler.sample_t(x.shape[0], generator).to(x.device)
         noise = randn_like(x, generator)
-        x_t = self.scheduler.add_noise(x, noise, t)
-        target = self.scheduler.velocity_target(x, noise).float()
-        if self.teacher is not None:
-            from .repa import alignment_loss
+        return {"x": x, "x_t": self.scheduler.add_noise(x, noise, t), "t": t, "labels": labels,
+                "target": self.scheduler.velocity_target(x, noise).float()}
 
-            v, _, projected = model(x_t, t, labels, return_alignment=True)
-            p = unwrap(model).config.patch_size
-            grid = (x.shape[-2] // p, x.shape[-1] // p)
-            loss_fm = F.mse_loss(v.float(), target)
-            loss_enc = alignment_loss(projected, self.teacher.patch_features(clean, grid))  # teacher sees clean data
-            return {"loss": loss_fm + self.alignment_weight * loss_enc, "loss_fm": loss_fm.detach(),
-                    "loss_enc": loss_enc.detach()}
-        v = model(x_t, t, labels)
-        if isinstance(v, tuple):  # DDT-style models also return their self-condition z: (velocity, z)
-            v = v[0]
-        return {"loss": F.mse_loss(v.float(), target)}
+    def forward(self, model, batch, generator=None):
+        ex = self.noisy_inputs(model, batch, generator)
+        v = model(ex["x_t"], ex["t"], ex["labels"]).sample
+        return {"loss": F.mse_loss(v.float(), ex["target"])}
 
 
 class TokenizerObjective(nn.Module):
@@ -80,31 +66,25 @@ class TokenizerObjective(nn.Module):
 
 
 class ARTokensObjective(nn.Module):
-    """ar_tokens: cross-entropy of a token AR model (ARModel, NARModel) on the VQ ids of the images.
+    """ar_tokens: cross-entropy of a token AR model (ARModel, NARModel) on the VQ ids of the batch.
 
-    The frozen VQ `tokenizer` encodes pixel_values to (B, h, w) ids (a model with a 3-D (T, h, w) grid reads the
-    batch's `video` (B, T, C, H, W) instead and encodes each frame: per-frame 2-D VQ, the tiny-scale video path); labels are replaced by the null class with
-    probability `label_dropout` (CFG); the model gets the unshifted ids and returns (B, N, V) logits aligned with
-    them (for NAR: the mixed logits, so the heads are trained only through their average — NAR spec pitfall 1).
-    """
+    The frozen VQ `tokenizer` encodes `batch[input_key]`: images (B, C, H, W) give (B, h*w) ids; clips
+    (B, T, C, H, W) are coded frame by frame (per-frame 2-D VQ) and give (B, T*h*w) ids, frames in time order.
+    Labels are replaced by the null class with probability `label_dropout` (CFG); the model gets the unshifted ids
+    and returns (B, N, V) logits aligned with them (for NAR the mixed logits, so its heads are trained only
+    through their average)."""
 
-    def __init__(self, tokenizer: nn.Module, label_dropout: float = 0.1):
+    def __init__(self, tokenizer: nn.Module, label_dropout: float = 0.1, input_key: str = "pixel_values"):
         super().__init__()
         self.tokenizer = tokenizer.requires_grad_(False).eval()
         self.label_dropout = label_dropout
+        self.input_key = input_key
 
     def forward(self, model, batch, generator=None):
-        bare = unwrap(model)
+        x = batch[self.input_key]
         with torch.no_grad():
-            if len(bare.grid) == 3:  # a (T, h, w) video grid: per-frame 2-D VQ of the clip, frames in time order
-                video = batch["video"]
-                ids = self.tokenizer.encode(video.flatten(0, 1)).reshape(video.shape[0], -1)
-            else:
-                ids = self.tokenizer.encode(batch["pixel_values"]).reshape(batch["pixel_values"].shape[0], -1)
-        labels = drop_labels(batch["class_labels"], self.label_dropout, bare.config.num_classes, generator)
+            ids = self.tokenizer.encode(x.reshape(-1, *x.shape[-3:])).reshape(x.shape[0], -1)
+        labels = drop_labels(batch["class_labels"], self.label_dropout, unwrap(model).config.num_classes, generator)
         logits = model(ids, labels)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids.reshape(-1))
         return {"loss": loss}
-
-
-OBJECTIVES = {"flow_matching": FlowMatchingObjective, "ar_tokens": ARTokensObjective, "tokenizer": TokenizerObjective}

@@ -1,4 +1,4 @@
-"""REPA-style representation alignment (Yu et al., 2024), as DDT trains its condition encoder (DDT spec §3).
+"""REPA-style representation alignment (Yu et al., 2024), as DDT trains its condition encoder.
 
 The hidden state after encoder block `repa_layer` goes through the model's projector MLP and is pulled towards the
 features a frozen teacher computes from the *clean* image, token by token: L_enc = mean over tokens of
@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import GenlabError
+from ..errors import GenlabError, first_line
+from .objectives import FlowMatchingObjective, unwrap
 
 
 def _to_grid(fmap: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -69,7 +70,7 @@ class DINOv2Teacher(nn.Module):
         try:
             self.net = Dinov2Model.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
         except (OSError, ValueError) as e:
-            raise GenlabError(f"DINOv2 teacher: cannot load {path}: {str(e).splitlines()[0]}") from None
+            raise GenlabError(f"DINOv2 teacher: cannot load {path}: {first_line(e)}") from None
         self.patch = int(self.net.config.patch_size)
         self.dim = int(self.net.config.hidden_size)
         self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
@@ -109,3 +110,28 @@ def alignment_loss(projected: torch.Tensor, target: torch.Tensor) -> torch.Tenso
         raise GenlabError(f"REPA: projected features {tuple(projected.shape)} and teacher features "
                           f"{tuple(target.shape)} differ (token grids and repa_dim must match the teacher)")
     return (1 - F.cosine_similarity(projected.float(), target.float(), dim=-1)).mean()
+
+
+class AlignedFlowMatchingObjective(FlowMatchingObjective):
+    """flow_matching_repa: flow matching plus λ·L_enc, the alignment of the model's projected encoder features with
+    the teacher's features of the clean image. The model (a DDTModel built with repa_layer / repa_dim) is called
+    with return_alignment=True and returns them as `.aligned`. The loss dict also holds `loss_fm` and `loss_enc`."""
+
+    def __init__(self, scheduler, tokenizer=None, label_dropout: float = 0.1, teacher: nn.Module | None = None,
+                 alignment_weight: float = 0.5):
+        super().__init__(scheduler, tokenizer, label_dropout)
+        if teacher is None:
+            raise GenlabError("flow_matching_repa needs a REPA teacher (objective.alignment.teacher in the recipe)")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.alignment_weight = float(alignment_weight)
+
+    def forward(self, model, batch, generator=None):
+        ex = self.noisy_inputs(model, batch, generator)
+        out = model(ex["x_t"], ex["t"], ex["labels"], return_alignment=True)
+        p = unwrap(model).config.patch_size
+        grid = (ex["x"].shape[-2] // p, ex["x"].shape[-1] // p)
+        loss_fm = F.mse_loss(out.sample.float(), ex["target"])
+        # The teacher sees the clean data, not the latents.
+        loss_enc = alignment_loss(out.aligned, self.teacher.patch_features(batch["pixel_values"], grid))
+        return {"loss": loss_fm + self.alignment_weight * loss_enc, "loss_fm": loss_fm.detach(),
+                "loss_enc": loss_enc.detach()}

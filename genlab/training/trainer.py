@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from ..errors import GenlabError
+from ..errors import GenlabError, first_line
 from .checkpoint import list_checkpoints, load_checkpoint, remove_partial, save_checkpoint
 from .config import TrainConfig
 
@@ -140,7 +140,7 @@ def _make_accelerator(mixed_precision: str) -> Accelerator:
     try:
         return Accelerator(mixed_precision=mixed_precision)
     except ValueError as e:  # AcceleratorState is per process: a later Accelerator cannot change the precision
-        raise GenlabError(f"cannot train with mixed_precision={mixed_precision!r}: {str(e).splitlines()[0]}") from None
+        raise GenlabError(f"cannot train with mixed_precision={mixed_precision!r}: {first_line(e)}") from None
 
 
 class Trainer:

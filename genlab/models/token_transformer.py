@@ -1,7 +1,6 @@
-"""What the class-conditional models share besides their layers, as mixins so each model stays one readable file:
-- patch transformers (DiT, DDT): config checks, presets, the null class, the cached 2-D RoPE table, input checks;
-- token transformers (raster AR, NAR): the LlamaGen backbone over [class token | VQ ids], decoding heads, logit
-  routing/mixing, KV-cached decode steps (the sampler is models/sampling.py)."""
+"""What the autoregressive token transformers (raster AR, NAR) share: the LlamaGen backbone over
+[class token | VQ ids], decoding heads, logit routing/mixing and KV-cached decode steps, as a mixin so that each model
+stays one readable file (the sampler is models/sampling.py)."""
 
 from __future__ import annotations
 
@@ -11,64 +10,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import GenlabError, check_positive_int
-from ..layers import KVCache, LabelEmbedder, TransformerBlock, rope_frequencies, sequence_rope
+from ..layers import KVCache, LabelEmbedder, TransformerBlock, sequence_rope
+from ..modeling import ClassConditionalMixin, PresetMixin
 
-
-def check_patch_transformer_config(sample_size: int, patch_size: int, hidden_size: int, num_heads: int,
-                                   num_classes: int, class_names: list | None) -> None:
-    """Config errors every patch transformer reports the same way (one-line GenlabError)."""
-    if sample_size % patch_size:
-        raise GenlabError(f"sample_size {sample_size} is not divisible by patch_size {patch_size}")
-    if hidden_size % num_heads or (hidden_size // num_heads) % 4:
-        raise GenlabError(f"head dim hidden_size/num_heads = {hidden_size}/{num_heads} must be an integer "
-                          "divisible by 4 (2-D RoPE)")
-    if class_names is not None and len(class_names) != num_classes:
-        raise GenlabError(f"class_names has {len(class_names)} entries but num_classes is {num_classes}")
-
-
-class PresetMixin:
-    """`from_preset(name, **overrides)` and the null class. Subclasses set `PRESETS` (name -> config overrides) and
-    `PRESET_FAMILY` (the name used in error messages)."""
-
-    PRESETS: dict[str, dict] = {}
-    PRESET_FAMILY = "model"
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides):
-        if name not in cls.PRESETS:
-            raise GenlabError(f"unknown {cls.PRESET_FAMILY} preset {name!r}; choose from {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
-
-    @property
-    def null_class(self) -> int:
-        """The label id meaning "no class" (classifier-free guidance): the last row of the label table."""
-        return self.config.num_classes
-
-
-class PatchTransformerMixin(PresetMixin):
-    """Mixed into a GenlabModel whose config has sample_size, in_channels, patch_size, hidden_size, num_heads,
-    num_classes, rope_theta and rope_span."""
-
-    def rope(self, grid_h: int, grid_w: int) -> torch.Tensor:
-        # Cached per grid size, not a buffer: it is derived from the config and must not enter the state dict.
-        cache = self.__dict__.setdefault("_rope_cache", {})
-        key = (grid_h, grid_w)
-        if key not in cache:
-            head_dim = self.config.hidden_size // self.config.num_heads
-            cache[key] = rope_frequencies((grid_h, grid_w), head_dim, self.config.rope_theta, self.config.rope_span)
-        return cache[key]
-
-    def check_inputs(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor):
-        c, p = self.config.in_channels, self.config.patch_size
-        if x.dim() != 4 or x.shape[1] != c or x.shape[2] % p or x.shape[3] % p:
-            raise GenlabError(f"{type(self).__name__} expects x of shape (B, {c}, H, W) with H, W divisible by {p}; "
-                              f"got {tuple(x.shape)}")
-        if t.shape != (x.shape[0],) or class_labels.shape != (x.shape[0],):
-            raise GenlabError(f"t and class_labels must have shape ({x.shape[0]},); got {tuple(t.shape)} and "
-                              f"{tuple(class_labels.shape)}")
-
-
-# ---------------------------------------------------------------- autoregressive token transformers (AR, NAR)
 TOKEN_TRANSFORMER_PRESETS = {
     # name: (hidden_size, depth, num_heads); NAR adds one extra block per extra axis on top of `depth`
     "test": dict(hidden_size=64, depth=2, num_heads=4),
@@ -101,16 +45,17 @@ def check_token_transformer_config(grid_size, vocab_size: int, hidden_size: int,
     return grid
 
 
-class TokenTransformerMixin(PresetMixin):
+class TokenTransformerMixin(PresetMixin, ClassConditionalMixin):
     """What raster AR (LlamaGen) and NAR share: a class-token prefix, a token embedding, a stack of plain
     TransformerBlocks with 2-D/3-D RoPE (or a learned absolute PE), and decoding heads (RMSNorm + Linear).
 
     Sequence layout: [class token | grid tokens in raster order], length S = 1 + N; the input is NOT shifted: the
     logit for target token n is read from the hidden state of the tokens it is *routed* from (`routes`), which is
-    the previous token for raster AR and the left/upper/earlier neighbours for NAR. A subclass defines:
-    - `levels`: list of (n_k,) raster indices produced per forward pass,
-    - `attention_mask`: (S, S) boolean mask,
-    - `routes`: (src (N, A), valid (N, A)): sequence position whose head-a output predicts token n,
+    the previous token for raster AR and the left/upper/earlier neighbours for NAR. A subclass defines its order:
+    - `decoding_levels()`: list of (n_k,) raster indices produced per forward pass (cached as `levels`),
+    - `decoding_mask()`: (S, S) boolean mask (cached as `attention_mask`),
+    - `decoding_routes()`: (src (N, A), valid (N, A)): sequence position whose head-a output predicts token n
+      (cached as `routes`),
     - `head_modules()`: A pairs (extra blocks before the head, (norm, linear)); head a's hidden state is head
       a-1's hidden state passed through head a's extra blocks (NAR's chained extra blocks).
     Mixed logits are the mean over valid heads (logit space, before any softmax).
@@ -166,6 +111,18 @@ class TokenTransformerMixin(PresetMixin):
         if key not in cache:
             cache[key] = fn()
         return cache[key]
+
+    @property
+    def levels(self) -> list[torch.Tensor]:
+        return self._cached("levels", self.decoding_levels)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return self._cached("mask", self.decoding_mask)
+
+    @property
+    def routes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._cached("routes", self.decoding_routes)
 
     def rope_table(self) -> torch.Tensor | None:
         if self.config.pos_embed != "rope":
@@ -229,7 +186,8 @@ class TokenTransformerMixin(PresetMixin):
     def all_blocks(self) -> list[nn.Module]:
         return list(self.layers) + [b for blocks, _ in self.head_modules() for b in blocks]
 
-    def new_caches(self, batch_size: int) -> list[KVCache]:
+    def new_state(self, batch_size: int) -> list[KVCache]:
+        """The decoding state the sampler carries between steps without looking into it: one KV cache per block."""
         return KVCache.for_blocks(self.all_blocks(), batch_size, self.seq_len, self.dtype, self.device)
 
     def mix(self, logits: torch.Tensor, src: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -258,9 +216,11 @@ class TokenTransformerMixin(PresetMixin):
         -> (B, N, V) logits aligned with `tokens` (cross-entropy against `tokens` itself, unshifted)."""
         return self.full_logits(tokens, class_labels)
 
-    def decode_step(self, tokens, positions, class_labels, caches, targets) -> torch.Tensor:
+    def decode_step(self, tokens, positions, class_labels, state, targets) -> torch.Tensor:
         """One cached forward: feed the sequence `positions` (q,) (0 = class token; `tokens` (B, q') the ids of the
-        others) and return the mixed logits (B, t, V) of the raster `targets` (t,), all routed from these inputs."""
+        others) and return the mixed logits (B, t, V) of the raster `targets` (t,), all routed from these inputs.
+        `state` is what `new_state` made; this step's keys and values are appended to it."""
+        caches = state
         device = class_labels.device
         positions = positions.to(device)
         # The caches hold the earlier steps' entries in writing order; the keys of this step are the filled ones
