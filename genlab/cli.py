@@ -120,6 +120,13 @@ def bench_parser(name: str) -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- commands
+def _quiet_loading() -> None:
+    """No "Loading pipeline components" bars from diffusers (sampling keeps its own progress bar)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+
+
 def cmd_train(args) -> int:
     from .training.recipe import check_output_dir, list_recipes, load_recipe, run_recipe
 
@@ -134,6 +141,7 @@ def cmd_train(args) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     recipe = load_recipe(args.recipe, overrides)
+    _quiet_loading()
     run_dir = args.run_dir or os.path.join("runs", recipe["name"])
     output_dir = args.output_dir or os.path.join(run_dir, "pipeline")
     check_output_dir(output_dir, run_dir, overwrite=args.overwrite)
@@ -165,6 +173,7 @@ def cmd_sample(args) -> int:
     if args.size < 0:
         raise GenlabError(f"--size must be >= 0, got {args.size}")
     steps, guidance, sample = sampling_defaults(args.pipeline, args.steps, args.guidance)
+    _quiet_loading()
     pipe = load_pipeline(args.pipeline)
     video = is_video_pipeline(pipe)
     out = "samples.gif" if video and args.out == "samples.png" else args.out
@@ -205,6 +214,7 @@ def cmd_sample(args) -> int:
 def cmd_eval(args) -> int:
     from .eval.runner import evaluate_path
 
+    _quiet_loading()
     result = evaluate_path(args.path, dataset=args.dataset, num_samples=args.num_samples, steps=args.steps,
                            guidance=args.guidance, seed=args.seed, batch_size=args.batch_size)
     if args.json:
@@ -219,6 +229,7 @@ def cmd_bench(args) -> int:
     flags = bench_parser(args.name).parse_args(args.flags)
     from .eval.bench import run_bench
 
+    _quiet_loading()
     kwargs = {k: v for k, v in vars(flags).items() if k != "json"}
     result = run_bench(args.name, **kwargs)
     results = result if args.name == "all" else {args.name: result}
@@ -260,10 +271,6 @@ def main(argv=None) -> int:
         if workers and workers > 1:  # `accelerate launch --cpu --num_processes N` started only this one process
             return relaunch_cpu_workers(workers, argv)
     try:
-        if args.command != "demo":
-            from diffusers.utils import logging as diffusers_logging
-
-            diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars; sampling keeps its own
         return COMMANDS[args.command](args)
     except GenlabError as e:
         print(f"error: {e}", file=sys.stderr)

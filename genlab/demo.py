@@ -9,9 +9,7 @@ just by being saved in the directory.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import math
 import os
 import tempfile
 import time

@@ -14,6 +14,11 @@ variable or in the `genlab.methods` entry-point group of an installed package):
         recipes="path/to/recipe/folder",                       # optional: *.yaml recipes of the method
     )
 
+A plug-in module that defines components must expose diffusers' `ModelMixin` and `SchedulerMixin` (e.g.
+`from diffusers import ModelMixin, SchedulerMixin`): model_index.json names such a component by its module, and
+diffusers picks the load method by looking those base classes up there (genlab's own components load as
+["genlab", "<Class>"]).
+
 A reference is either the object itself or a string: "package.module" (the attribute is the entry's name) or
 "package.module:attribute". Strings are imported on first use, so registering costs nothing and `import genlab`,
 `genlab --help` and `genlab train --list` stay fast. Shared code (CLI, trainer, demo, eval) looks methods up here

@@ -51,11 +51,14 @@ def test_registration_errors_are_clear():
 def test_import_genlab_loads_neither_torch_nor_diffusers_and_help_is_fast():
     code = "import sys, genlab; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, sorted(sys.modules)"
     assert run("-c", code).returncode == 0
-    start = time.perf_counter()
-    result = run("-m", "genlab.cli", "--help")
-    seconds = time.perf_counter() - start
-    assert result.returncode == 0 and "train" in result.stdout
-    assert seconds < 3.0, f"genlab --help took {seconds:.2f} s"  # measured ~0.3 s on an idle 2-core machine
+    builtin_only = {k: v for k, v in PLUGIN_ENV.items() if k != "GENLAB_PLUGINS"}  # the toy plug-in imports torch
+    for args in (["--help"], ["bench", "--help"], ["train", "--list"], ["sample"]):
+        start = time.perf_counter()
+        result = run("-m", "genlab.cli", *args, env=builtin_only)
+        seconds = time.perf_counter() - start
+        assert result.returncode == (2 if args == ["sample"] else 0), result.stderr
+        # measured 0.1-0.2 s on an idle 2-core machine; the bound leaves room for a loaded one
+        assert seconds < 2.0, f"genlab {' '.join(args)} took {seconds:.2f} s"
 
 
 def test_diffusers_finds_genlab_pipelines_whichever_is_imported_first():
@@ -105,7 +108,7 @@ def test_a_plugin_method_from_one_module_reaches_every_entry_point(tmp_path):
 
     demo_code = (f"from genlab.demo import Demo\nd = Demo({str(pipelines)!r})\nprint(d.names())\n"
                  f"c = d.controls('toy-shapes')\nprint(c['prompt']['visible'], c['class_labels']['visible'])\n"
-                 f"path, status = d.generate('toy-shapes', {{'prompt': 'a red circle'}})\nprint(path.endswith('.png'))")
+                 f"path, status = d.generate('toy-shapes', {{'prompt': 'a red circle', 'guidance_scale': 1.0}})\nprint(path.endswith('.png'))")
     demo = run("-c", demo_code)
     assert demo.returncode == 0 and demo.stdout.split() == ["['toy-shapes']", "True", "False", "True"], demo.stderr
 

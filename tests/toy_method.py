@@ -11,6 +11,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers import ModelMixin, SchedulerMixin  # noqa: F401  diffusers looks these up on a component's module
 from diffusers.configuration_utils import register_to_config
 
 from genlab.eval.harness import Bench, BenchArgument

@@ -13,7 +13,8 @@ import math
 import time
 
 from ..errors import GenlabError, check_number, check_positive_int
-from .harness import Bench, BenchArgument, BenchSummary, check_seed, ratio, time_round_robin, torch_threads
+from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, ratio,
+                      time_round_robin, torch_threads)
 from .report import load_expected, machine_info, machine_line, write_report
 
 
@@ -263,10 +264,10 @@ BENCH = Bench(
                       float, 2, ("LO", "HI")),
         BenchArgument("--rates", "rates", "encoder refresh rates r >= 2 (encoder every r-th step; share ratio "
                       "1 - 1/r)", int, "+"),
-        BenchArgument("--repeats", "repeats", "timed calls per policy, the median is reported", int),
+        REPEATS,
         BenchArgument("--num-samples", "num_samples", "class-balanced samples for the quality metrics", int),
         BenchArgument("--seed", "seed", "seed of the noise, the same for every policy", int),
-        BenchArgument("--threads", "threads", "torch threads during the bench", int),
-        BenchArgument("--out", "out", "markdown report file"),
+        THREADS,
+        OUT,
     ),
 )

@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 from ..errors import GenlabError, check_positive_int
-from .harness import (Bench, BenchArgument, BenchSummary, check_seed, check_seeds, over_seeds, ratio,
-                      time_round_robin, torch_threads)
+from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
+                      over_seeds, ratio, time_round_robin, torch_threads)
 from .report import load_expected, machine_info, machine_line, write_report
 
 LATENCY_BATCHES = (1, 4)
@@ -217,11 +217,11 @@ BENCH = Bench(
         BenchArgument("--nar", "nar_path", "NAR pipeline folder"),
         BenchArgument("--video", "video_path", "NAR video pipeline folder, '' to skip"),
         BenchArgument("--batch-size", "batch_size", "labels in the throughput batch, CFG doubles it", int),
-        BenchArgument("--repeats", "repeats", "timed calls per sampler, the median is reported", int),
+        REPEATS,
         BenchArgument("--num-samples", "num_samples", "class-balanced samples per quality seed", int),
         BenchArgument("--seeds", "seeds", "sampling seeds of the quality runs (mean and spread reported)", int, "+"),
         BenchArgument("--seed", "seed", "seed of the timed calls", int),
-        BenchArgument("--threads", "threads", "torch threads during the bench", int),
-        BenchArgument("--out", "out", "markdown report file"),
+        THREADS,
+        OUT,
     ),
 )

@@ -73,6 +73,12 @@ class Bench:
         return " ".join(parts)
 
 
+# Flags every bench offers the same way.
+THREADS = BenchArgument("--threads", "threads", "torch threads during the bench", int)
+REPEATS = BenchArgument("--repeats", "repeats", "timed calls per configuration, the median is reported", int)
+OUT = BenchArgument("--out", "out", "markdown report file")
+
+
 # ---------------------------------------------------------------- checks
 def check_seed(seed) -> int:
     return check_int(seed, "seed", minimum=0)

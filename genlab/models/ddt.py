@@ -30,7 +30,7 @@ from ..modeling import GenlabModel
 from .patch_transformer import PatchTransformerMixin, check_patch_transformer_config
 
 DDT_PRESETS = {
-    # test/tiny/small: genlab's CPU presets (spec §10); B/L/XL: the paper's splits (App. A), 130.26M/457.65M/674.65M
+    # test/tiny/small: genlab's CPU presets; B/L/XL: the paper's splits (App. A), 130.26M/457.65M/674.65M
     # parameters at patch 2 on a 4-channel latent with 1000 classes.
     "test": dict(hidden_size=64, num_encoder_layers=3, num_decoder_layers=1, num_heads=4),
     "tiny": dict(hidden_size=192, num_encoder_layers=6, num_decoder_layers=2, num_heads=6),
