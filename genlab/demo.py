@@ -20,6 +20,7 @@ import torch
 
 from . import registry
 from .errors import GenlabError, check_int, check_number, first_line
+from .eval.harness import time_round_robin
 from .files import read_json
 from .pipelines.loading import call_parameters, load_pipeline, training_info
 from .utils import image_grid, save_video, upscale, video_grid
@@ -138,8 +139,10 @@ def _in_range(value, name: str, lo: int, hi: int) -> int:
 class Demo:
     """The page's logic without Gradio: discovery, a cache of loaded pipelines, input checks, generate, compare."""
 
-    def __init__(self, pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch: int = 16):
+    def __init__(self, pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch: int = 16,
+                 compare_repeats: int = 3):
         self.pipelines_dir = pipelines_dir
+        self.compare_repeats = check_int(compare_repeats, "compare_repeats", minimum=1)
         self.max_steps, self.max_batch = max_steps, max_batch
         self.cache: dict[str, object] = {}  # folder path -> loaded pipeline (loaded on first use)
         self.warmed: set = set()  # (folder, settings) already run once, see `warm_up`
@@ -305,13 +308,29 @@ class Demo:
             label_a, label_b = spec_a.name, f"baseline {spec_b.name}"
         self.warm_up(spec_a, kwargs_a)  # load and warm up both before timing either
         self.warm_up(spec_b, kwargs_b)
-        path_a, time_a = self._run(spec_a, kwargs_a, f"{spec_a.name}-a")
-        path_b, time_b = self._run(spec_b, kwargs_b, f"{spec_b.name}-b")
+        seed_value = _in_range(seed, "seed", 0, 2**63 - 1)
+        outputs = {}
+
+        def timed(side, spec_, kwargs):
+            pipe = self.pipeline(spec_)
+
+            def call():  # a fresh generator with the same seed on every repeat: every repeat draws the same samples
+                outputs[side] = pipe(**dict(kwargs, generator=torch.Generator().manual_seed(seed_value)))
+            return call
+
+        calls = {"a": timed("a", spec_a, kwargs_a), "b": timed("b", spec_b, kwargs_b)}
+        _, timing = time_round_robin(calls, self.compare_repeats, warmup=False)
+        path_a = self.save_output(outputs["a"], f"{spec_a.name}-a")
+        path_b = self.save_output(outputs["b"], f"{spec_b.name}-b")
+        time_a, time_b = timing["a"].median, timing["b"].median
         ratio = time_b / max(time_a, 1e-9)
-        text = (f"**{label_a}**: {time_a:.2f} s · **{label_b}**: {time_b:.2f} s · "
-                f"speed ratio B/A = **{ratio:.2f}×** ({'A' if ratio >= 1 else 'B'} is faster)")
+        (a_lo, a_hi), (b_lo, b_hi) = timing["a"].spread, timing["b"].spread
+        text = (f"**{label_a}**: {time_a:.2f} s ({a_lo:.2f}-{a_hi:.2f}) · **{label_b}**: {time_b:.2f} s "
+                f"({b_lo:.2f}-{b_hi:.2f}) · speed ratio B/A = **{ratio:.2f}×** ({'A' if ratio >= 1 else 'B'} is "
+                f"faster); median (min-max) of {self.compare_repeats} interleaved runs after a warm-up")
         return {"a": path_a, "b": path_b, "label_a": label_a, "label_b": label_b, "time_a": time_a,
-                "time_b": time_b, "ratio": ratio, "text": text}
+                "time_b": time_b, "spread_a": timing["a"].spread, "spread_b": timing["b"].spread, "ratio": ratio,
+                "text": text}
 
 
 def _error_text(e: Exception) -> str:

@@ -89,6 +89,7 @@ class DDTPipeline(FlowDiTPipeline):
         store = ScheduleStore(self.config.sharing_schedules)
         return store.find(self._template_key(num_inference_steps, guidance), num_encoder_steps)
 
+    @torch.no_grad()
     def sharing_similarity(self, num_inference_steps: int = 30, guidance_scale: float = 2.0,
                            guidance_interval: tuple[float, float] | None = None,
                            num_template_samples: int = TEMPLATE_SAMPLES, refresh: bool = False) -> torch.Tensor:
