@@ -32,6 +32,9 @@ FPS = 4.0  # frames per second of the GIF a video pipeline's clips are shown as
 COMPARE_TRICK, COMPARE_BASELINE = "trick", "baseline"
 # The inputs the page has a control for; a pipeline gets those its __call__ accepts.
 INPUTS = ("class_labels", "prompt", "num_frames", "num_inference_steps", "guidance_scale", "temperature")
+# The generate/compare endpoints' parameters, as API clients see them (then one per acceleration argument).
+FORM_FIELDS = ("pipeline", "class_label", "prompt", "num_frames", "num_inference_steps", "guidance_scale",
+               "temperature", "seed", "batch", "use_acceleration")
 
 
 @dataclass
@@ -341,6 +344,17 @@ def _error_text(e: Exception) -> str:
     return f"**Error:** {prefix}{first_line(e, 500)}"
 
 
+def named(handler, names):
+    """Give a *args handler the named signature Gradio reads for its API (and a trailing Progress it injects)."""
+    import gradio as gr
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    default=gr.Progress(track_tqdm=True)))
+    handler.__signature__ = inspect.Signature(params)
+    return handler
+
+
 def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch: int = 16):
     """The Gradio Blocks page over every pipeline folder in `pipelines_dir`."""
     import gradio as gr
@@ -360,9 +374,11 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
             with gr.Column(scale=1):
                 pipeline = gr.Dropdown(names, value=names[0] if names else None, label="pipeline",
                                        elem_id="pipeline")
-                about = gr.Markdown(elem_id="about")
+                about = gr.Markdown(label="about", elem_id="about")
                 # allow_custom_value: typed ids / API values reach our check, which gives the readable message.
-                class_label = gr.Dropdown([], label="class", allow_custom_value=True, elem_id="class_label")
+                first_labels = demo.controls(names[0])["class_labels"]["choices"] if names else []
+                class_label = gr.Dropdown(first_labels, value=first_labels[0] if first_labels else None, label="class",
+                                          allow_custom_value=True, elem_id="class_label")
                 prompt = gr.Textbox(label="prompt", visible=False, elem_id="prompt")
                 num_frames = gr.Number(None, label="frames (empty: the trained length)", precision=0, visible=False,
                                        elem_id="num_frames")
@@ -384,7 +400,7 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
                                         elem_id="compare_mode")
                 compare_btn = gr.Button("Compare", visible=False, elem_id="compare")
             with gr.Column(scale=2):
-                status = gr.Markdown(elem_id="status")
+                status = gr.Markdown(label="status", elem_id="status")
                 output = gr.Image(type="filepath", label="output", elem_id="output")
                 with gr.Row():
                     output_a = gr.Image(type="filepath", label="A", visible=False, elem_id="output_a")
@@ -428,25 +444,27 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
         form = [pipeline, class_label, prompt, num_frames, steps, guidance, temperature, seed, batch, accel_on]
 
         def unpack(args):
-            """The handler's positional values -> (name, inputs, batch, seed, use the trick, its chosen values)."""
+            """The handler's positional values (in FORM_FIELDS order, then the acceleration dropdowns) -> (name,
+            inputs, batch, seed, use the trick, its chosen values)."""
             name, label, text, frames, n_steps, cfg, temp, seed_value, batch_value, use = args[:10]
             inputs = dict(zip(INPUTS, (label, text, frames, n_steps, cfg, temp)))
             return name, inputs, batch_value, seed_value, use, dict(zip(accel_args, args[10:]))
 
-        # The endpoints return plain values (file paths, text), so API clients get no Gradio update dicts;
-        # which output area is visible is switched by a follow-up step without an API name.
-        def on_generate(*args, progress=gr.Progress(track_tqdm=True)):  # noqa: B008  Gradio injects it
+        # The endpoints return plain values (file paths, text), so API clients get no Gradio update dicts; an error
+        # comes back as the one-line status text. Their parameters are named (see `named`), so `view_api()` reads
+        # pipeline, class_label, ... rather than param_0, param_1, ...
+        def on_generate(*args):
             """Generate: (image file, status line); an error becomes the status line."""
             try:
-                name, inputs, batch_value, seed_value, use, chosen = unpack(args)
+                name, inputs, batch_value, seed_value, use, chosen = unpack(args[:-1])  # the last one is progress
                 return demo.generate(name, inputs, batch_value, seed_value, chosen if use else None)
             except Exception as e:  # noqa: BLE001  the page shows one line, never a traceback
                 return None, _error_text(e)
 
-        def on_compare(mode, *args, progress=gr.Progress(track_tqdm=True)):  # noqa: B008  Gradio injects it
+        def on_compare(mode, *args):
             """Compare: (file A, file B, timing text with the speed ratio); an error becomes the text."""
             try:
-                name, inputs, batch_value, seed_value, use, chosen = unpack(args)
+                name, inputs, batch_value, seed_value, use, chosen = unpack(args[:-1])
                 # "on vs off" runs the chosen settings whether or not the box is ticked; the baseline comparison
                 # runs the method as set.
                 acceleration = chosen if use or mode == COMPARE_TRICK else None
@@ -454,6 +472,10 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
             except Exception as e:  # noqa: BLE001  the page shows one line, never a traceback
                 return None, None, _error_text(e)
             return r["a"], r["b"], f"A = {r['label_a']}, B = {r['label_b']} (same seed)\n\n{r['text']}"
+
+        form_names = [*FORM_FIELDS, *accel_args]
+        named(on_generate, form_names)
+        named(on_compare, ["compare_mode", *form_names])
 
         def show(single):
             """Show the single output or the A/B pair."""

@@ -53,7 +53,32 @@ def test_sample_writes_a_grid(pipe_dir, tmp_path, capsys):
     out = tmp_path / "s.png"
     code, stdout, _ = run_cli(capsys, "sample", pipe_dir, "--labels", 0, 1, 2, "--num-per-label", 2, "--steps", 3, "--out", out)
     assert code == 0 and "wrote 6 samples" in stdout
-    assert PIL.Image.open(out).size[0] > 8
+    width, height = PIL.Image.open(out).size
+    assert height >= 3 * 256 and width >= 2 * 256  # each sample at least --size (256) px tall by default
+    code, _, _ = run_cli(capsys, "sample", pipe_dir, "--labels", 0, "--steps", 2, "--size", 0, "--out", out)
+    assert code == 0 and PIL.Image.open(out).size[1] < 20  # --size 0: native resolution
+
+
+def test_bench_help_shows_the_defaults_the_code_uses(capsys):
+    import inspect
+
+    from genlab.eval.bench_ddt import bench_ddt
+
+    with pytest.raises(SystemExit):
+        main(["bench", "ddt", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    default = inspect.signature(bench_ddt).parameters["ddt_path"].default
+    assert f"DDT pipeline folder (default: {default})" in text and default == "pipelines/ddt-fashion"
+
+
+def test_output_problems_are_refused_before_any_work(pipe_dir, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "sample", pipe_dir, "--out", tmp_path / "no-such-folder" / "s.png")
+    assert_one_line_error(code, err, "does not exist")
+    code, _, err = run_cli(capsys, "sample", pipe_dir, "--out", tmp_path / "s.tiff")
+    assert_one_line_error(code, err, ".png")
+    code, _, err = run_cli(capsys, "train", "dit-digits", "--output-dir", pipe_dir, "--run-dir", tmp_path / "r")
+    assert_one_line_error(code, err, "--overwrite")  # a folder holding another model is never replaced silently
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("args,match", [

@@ -214,6 +214,13 @@ def test_served_app_compare_and_errors_through_gradio_client():
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        generate = [p["parameter_name"] for p in api["/generate"]["parameters"]]
+        assert generate[:6] == ["pipeline", "class_label", "prompt", "num_frames", "num_inference_steps",
+                                "guidance_scale"] and "refresh_rate" in generate
+        assert [p["parameter_name"] for p in api["/compare"]["parameters"]][0] == "compare_mode"
+        class_choices = api["/generate"]["parameters"][1]["python_type"]["type"]
+        assert "'0'" in class_choices and "'9'" in class_choices  # the first pipeline's classes, not an empty list
         # form: pipeline, class, prompt, frames, steps, guidance, temperature, seed, batch, use trick, then the
         # acceleration dropdowns (sharing, refresh_rate)
         form = ["ddt-digits", "3", "", 8, 4, 3.0, 1.0, 0, 1, True, "uniform", 2]
