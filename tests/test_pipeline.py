@@ -67,7 +67,7 @@ def test_guidance_one_equals_plain_conditional_sampling(saved):
     (dict(class_labels=["seven"]), "unknown class name"),
     (dict(class_labels=[0], num_inference_steps=0), "positive integer"),
     (dict(class_labels=[0], num_inference_steps=-5), "positive integer"),
-    (dict(class_labels=[0], guidance_scale=-1.0), "guidance scale"),
+    (dict(class_labels=[0], guidance_scale=-1.0), "guidance_scale"),
     (dict(class_labels=[0], output_type="gif"), "output_type"),
     (dict(class_labels=None), "class_labels is required"),
     (dict(class_labels=[0], latents=torch.zeros(1, 3, 8, 8)), "latents must have shape"),

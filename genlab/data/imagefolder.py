@@ -87,6 +87,10 @@ def load(split, image_size, root, seed, channels=3, test_fraction=0.0):
         if stray:
             raise GenlabError(f"imagefolder: {stray[0]} lies outside the class sub-folders of {root}")
         per_class = [_list_images(os.path.join(root, c)) for c in classes]
+        empty = [c for c, ps in zip(classes, per_class) if not ps]
+        if empty and len(empty) < len(classes):
+            raise GenlabError(f"imagefolder: the class folder {os.path.join(root, empty[0])} holds no images "
+                              f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add images")
     else:
         classes = [os.path.basename(os.path.abspath(root))]
         per_class = [_list_images(root)]

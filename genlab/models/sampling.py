@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import GenlabError
+from ..errors import GenlabError, check_int, check_number
 from ..schedulers import GuidanceSchedule, cfg_combine, cfg_labels
 
 
@@ -45,6 +45,9 @@ def sample_from_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: in
     """(B, t, V) -> (B, t) ids: argmax when temperature == 0, else filtered multinomial (one batched draw)."""
     if temperature == 0:
         return logits.argmax(-1)
+    if isinstance(generator, list):  # one generator per sample (row), as diffusers' pipelines accept
+        return torch.stack([sample_from_logits(logits[i:i + 1], temperature, top_k, top_p, g)[0]
+                            for i, g in enumerate(generator)])
     probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(-1)
     flat = probs.reshape(-1, probs.shape[-1])
     if generator is not None:
@@ -54,12 +57,10 @@ def sample_from_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: in
 
 
 def check_sampling_args(temperature, top_k, top_p):
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise GenlabError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise GenlabError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
-    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        raise GenlabError(f"top_p must lie in (0, 1], got {top_p!r}")
+    temperature = check_number(temperature, "temperature", minimum=0)
+    check_int(top_k, "top_k", minimum=0)
+    check_number(top_p, "top_p", minimum=0, maximum=1, strict_minimum=True)
+    return temperature
 
 
 @dataclass

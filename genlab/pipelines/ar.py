@@ -48,6 +48,7 @@ class ARPipeline(GenlabPipeline):
         device = self._execution_device
         labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
         guidance = self.guidance_schedule(guidance_scale, guidance_interval)
+        generator = self.check_generator(generator, len(labels))
         callback = None
         if callback_on_step_end is not None:
             def callback(step, level, partial):

@@ -19,7 +19,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .. import diffusers_integration
-from ..errors import GenlabError, check_positive_int
+from ..errors import GenlabError, check_number, check_positive_int
 from ..schedulers import GuidanceSchedule, cfg_combine, cfg_labels
 from .loading import call_parameters
 
@@ -133,11 +133,28 @@ class GenlabPipeline(DiffusionPipeline):
     @staticmethod
     def guidance_schedule(guidance_scale, guidance_interval) -> GuidanceSchedule:
         """CFG scale everywhere, or only for lo < t < hi when an interval (lo, hi) is given (t = 0 noise)."""
-        try:
-            return GuidanceSchedule(float(guidance_scale), "interval" if guidance_interval else "constant",
-                                    tuple(guidance_interval) if guidance_interval else (0.0, 1.0))
-        except (TypeError, ValueError) as e:
-            raise GenlabError(str(e)) from None
+        scale = check_number(guidance_scale, "guidance_scale", minimum=0)
+        if guidance_interval is None:
+            return GuidanceSchedule(scale)
+        if not isinstance(guidance_interval, (list, tuple)) or len(guidance_interval) != 2:
+            raise GenlabError(f"guidance_interval must be a pair (lo, hi), got {guidance_interval!r}")
+        lo, hi = (check_number(v, "guidance_interval") for v in guidance_interval)
+        return GuidanceSchedule(scale, "interval", (lo, hi))
+
+    @staticmethod
+    def check_generator(generator, batch_size: int):
+        """What diffusers accepts: None, a torch.Generator, or a list of them with one per sample."""
+        if generator is None or isinstance(generator, torch.Generator):
+            return generator
+        if isinstance(generator, (list, tuple)):
+            if not generator or not all(isinstance(g, torch.Generator) for g in generator):
+                raise GenlabError("generator must be a torch.Generator or a non-empty list of torch.Generators")
+            if len(generator) != batch_size:
+                raise GenlabError(f"a list of generators needs one per sample: got {len(generator)} for a batch of "
+                                  f"{batch_size}")
+            return list(generator)
+        raise GenlabError(f"generator must be a torch.Generator or a list of them (one per sample), got "
+                          f"{type(generator).__name__}; e.g. torch.Generator().manual_seed(0)")
 
     @staticmethod
     def prepare_latents(shape: tuple, generator, latents, device, dtype) -> torch.Tensor:
@@ -160,6 +177,7 @@ class GenlabPipeline(DiffusionPipeline):
         device = self._execution_device
         labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
         guidance = self.guidance_schedule(guidance_scale, guidance_interval)
+        generator = self.check_generator(generator, len(labels))
         shape = (len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size)
         x = self.prepare_latents(shape, generator, latents, device, self.transformer.dtype)
         return steps, labels, guidance, x

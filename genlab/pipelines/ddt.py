@@ -29,6 +29,7 @@ import warnings
 import torch
 
 from ..acceleration import EncoderSharingConfig, ReusePolicy, ScheduleStore, encoder_sharing, similarity_matrix
+from ..errors import GenlabError
 from ..schedulers import GuidanceSchedule
 from .dit_flow import FlowDiTPipeline
 
@@ -42,8 +43,6 @@ def _refresh_rate(refresh_rate, sharing_ratio):
     warnings.warn("DDTPipeline: `sharing_ratio` is deprecated, pass `refresh_rate` (the encoder runs every r-th "
                   "step; the share ratio is 1 - 1/r)", FutureWarning, stacklevel=3)
     if refresh_rate is not None:
-        from ..errors import GenlabError
-
         raise GenlabError("pass refresh_rate only (sharing_ratio is its deprecated name), not both")
     return sharing_ratio
 
@@ -162,6 +161,7 @@ class DDTPipeline(FlowDiTPipeline):
         step) | "statdp" (with num_encoder_steps K, or refresh_rate r for K = ceil(N / r)) | a ReusePolicy.
         callback_on_step_end(pipe, step, t, {"latents": x}) as in FlowDiTPipeline.
         """
+        self.check_components()
         steps, labels, guidance, x = self.class_conditional_inputs(
             class_labels, num_inference_steps, guidance_scale, guidance_interval, generator, latents, output_type)
         policy = self.sharing_policy(sharing, refresh_rate, num_encoder_steps, self.scheduler.model_evaluations(steps),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import GenlabError
 from ..schedulers import GuidanceSchedule
 from .base import GenlabPipeline
 
@@ -21,6 +22,17 @@ class FlowDiTPipeline(GenlabPipeline):
     def __init__(self, transformer, scheduler, image_tokenizer):
         super().__init__()
         self.register_modules(transformer=transformer, scheduler=scheduler, image_tokenizer=image_tokenizer)
+
+    def check_components(self):
+        """The tokenizer must decode what the transformer generates: continuous latents of its channel count."""
+        tok, cfg = self.image_tokenizer, self.transformer.config
+        if getattr(tok, "is_discrete", False):
+            raise GenlabError(f"{type(self).__name__} needs a continuous image_tokenizer (pixels or kl), got "
+                              f"{type(tok).__name__}")
+        if tok.latent_channels != cfg.in_channels:
+            raise GenlabError(f"the image_tokenizer ({type(tok).__name__}) has {tok.latent_channels} latent channels "
+                              f"but the transformer generates {cfg.in_channels}: the components do not belong "
+                              "together")
 
     def denoise(self, x, labels, guidance: GuidanceSchedule, callback_on_step_end=None,
                 callback_on_step_end_tensor_inputs=("latents",)):
@@ -48,6 +60,7 @@ class FlowDiTPipeline(GenlabPipeline):
         (t = 0 noise, 1 data); generator: torch.Generator for the initial noise; latents: start noise yourself;
         callback_on_step_end(pipe, step, t, {"latents": x}) may return replaced latents (diffusers' convention).
         """
+        self.check_components()
         steps, labels, guidance, x = self.class_conditional_inputs(
             class_labels, num_inference_steps, guidance_scale, guidance_interval, generator, latents, output_type)
         self.scheduler.set_timesteps(steps, device=self._execution_device)

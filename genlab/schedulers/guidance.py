@@ -6,6 +6,7 @@ Batches for CFG are ordered [uncond ; cond] everywhere in genlab. A schedule map
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,8 +47,8 @@ class GuidanceSchedule:
     def __post_init__(self):
         if self.kind not in ("constant", "interval", "linear"):
             raise GenlabError(f"unknown guidance schedule {self.kind!r}: use constant, interval or linear")
-        if self.scale < 0:
-            raise GenlabError(f"guidance scale must be >= 0, got {self.scale}")
+        if not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale) or self.scale < 0:
+            raise GenlabError(f"guidance scale must be a finite number >= 0, got {self.scale!r}")
         lo, hi = self.interval
         if not 0 <= lo < hi <= 1:
             raise GenlabError(f"guidance interval must satisfy 0 <= lo < hi <= 1, got {self.interval}")

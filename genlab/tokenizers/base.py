@@ -16,6 +16,10 @@ from ..errors import GenlabError
 from ..modeling import GenlabModel, PresetMixin
 
 
+#: How far outside [-1, 1] an image may stray (resampling overshoot) before encode refuses it as mis-scaled.
+RANGE_TOLERANCE = 0.05
+
+
 class ImageTokenizer(PresetMixin, GenlabModel):
     """Base class: subclasses implement `encode`, `decode`, `training_loss` and the three properties.
     `from_preset(name, **overrides)` builds an untrained tokenizer from the class's PRESETS."""
@@ -83,6 +87,13 @@ class ImageTokenizer(PresetMixin, GenlabModel):
         if not images.is_floating_point():
             raise GenlabError(f"{name}: images must be floating point in [-1, 1], got {images.dtype}")
         self.latent_shape(tuple(images.shape[-2:]))  # checks divisibility by the downsample factor
+        if images.numel():
+            if not bool(torch.isfinite(images).all()):
+                raise GenlabError(f"{name}: images contain NaN or inf values")
+            lo, hi = float(images.min()), float(images.max())
+            if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+                raise GenlabError(f"{name}: images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] (for "
+                                  "0..255 pixels use x / 127.5 - 1)")
         return images.to(device=self.device, dtype=self.dtype)
 
     def check_latents(self, latents) -> torch.Tensor:

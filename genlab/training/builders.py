@@ -35,7 +35,56 @@ def build_tokenizer(spec: dict | None, channels: int):
     cls = TOKENIZERS[kind]
     spec.setdefault("in_channels", channels)
     preset = spec.pop("preset", None)
+    check_section_types("tokenizer", spec, cls)
     return cls.from_preset(preset, **spec) if preset else cls(**spec)
+
+
+def seed_construction(recipe: dict) -> None:
+    """Seed the global RNGs from the recipe's train.seed before anything is built, so that the initial weights (and
+    every other draw while building) are the same in every process and every run: two runs of one recipe start
+    from the same model, and a run killed before its first checkpoint restarts from it."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from .trainer import derive_seed
+
+    seed = (recipe.get("train") or {}).get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise GenlabError(f"train.seed must be an integer >= 0, got {seed!r}")
+    value = derive_seed(seed, 2)  # stream 2: model construction (0: steps, 1: data order)
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+
+
+def check_section_types(section: str, spec: dict, cls) -> None:
+    """A recipe entry (e.g. from `--set model.depth=abc`) whose type differs from the default's is a one-line
+    error naming `section.key`, before the class is built."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    for key, value in spec.items():
+        param = params.get(key)
+        if param is None or param.default is inspect.Parameter.empty or param.default is None or value is None:
+            continue
+        default = param.default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif isinstance(default, (list, tuple)):
+            ok = isinstance(value, (list, tuple))
+        else:
+            continue
+        if not ok:
+            raise GenlabError(f"{section}.{key} must be {type(default).__name__} like its default {default!r}, "
+                              f"got {value!r}")
 
 
 def build_train_config(spec: dict):
@@ -57,12 +106,14 @@ class PipelineBuilder:
 
     def __init__(self, recipe: dict):
         self.recipe = recipe
+        seed_construction(recipe)
         self.dataset = build_dataset(recipe["data"])
         self.tokenizer = build_tokenizer(recipe.get("tokenizer"), self.dataset.channels)
         spec = dict(recipe.get("model", {}))
         preset = spec.pop("preset", None)
-        spec.update(self.data_config(), **self.condition_config())
         model_cls = registry.export(self.model_class)
+        check_section_types("model", spec, model_cls)
+        spec.update(self.data_config(), **self.condition_config())
         self.model = model_cls.from_preset(preset, **spec) if preset else model_cls(**spec)
         objective_spec = dict(recipe.get("objective", {}))
         objective_cls = registry.objective(objective_spec.pop("type", self.objective_type))
@@ -117,6 +168,7 @@ class TokenizerBuilder:
 
     def __init__(self, recipe: dict):
         self.recipe = recipe
+        seed_construction(recipe)
         self.dataset = build_dataset(recipe["data"])
         self.model = build_tokenizer(recipe.get("tokenizer"), self.dataset.channels)
         spec = dict(recipe.get("objective", {}))

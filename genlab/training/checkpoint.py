@@ -39,28 +39,46 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
 STATE_FILE = "trainer_state.json"
+CHECKPOINT_FILES = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, STATE_FILE)
 
 _COMPLETE = re.compile(r"^step-(\d+)$")
 _PARTIAL = re.compile(r"^step-(\d+)\.tmp$")
+_TRASH = re.compile(r"^step-(\d+)\.trash$")
 
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def is_complete(path: str) -> bool:
+    """True when a checkpoint folder holds every file a checkpoint consists of (whatever its name says)."""
+    return all(os.path.isfile(os.path.join(path, f)) for f in CHECKPOINT_FILES)
+
+
 def list_checkpoints(root: str) -> list[str]:
-    """Paths of the complete checkpoints under `root`, oldest first (`.tmp` folders are not complete)."""
+    """Paths of the complete checkpoints under `root`, oldest first. `.tmp` / `.trash` folders and folders named
+    `step-N` that miss a file (cut short by hand or by a crash outside genlab) are not complete."""
     if not os.path.isdir(root):
         return []
     found = [(int(m.group(1)), name) for name in os.listdir(root) if (m := _COMPLETE.match(name))]
-    return [os.path.join(root, name) for _, name in sorted(found)]
+    return [os.path.join(root, name) for _, name in sorted(found) if is_complete(os.path.join(root, name))]
+
+
+def delete_checkpoint(path: str) -> None:
+    """Delete atomically as far as the name goes: rename to `.trash` first, so an interrupted deletion never
+    leaves a `step-N` folder that looks complete."""
+    trash = path + ".trash"
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def remove_partial(root: str) -> list[str]:
-    """Delete half-written `step-N.tmp` folders left by a run killed while saving; returns what was removed."""
+    """Delete half-written `step-N.tmp` folders left by a run killed while saving, `.trash` folders left by an
+    interrupted deletion and `step-N` folders that miss a file; returns what was removed."""
     if not os.path.isdir(root):
         return []
-    removed = [os.path.join(root, n) for n in os.listdir(root) if _PARTIAL.match(n)]
+    removed = [os.path.join(root, n) for n in os.listdir(root) if _PARTIAL.match(n) or _TRASH.match(n)
+               or _COMPLETE.match(n) and not is_complete(os.path.join(root, n))]
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed
@@ -86,10 +104,10 @@ def save_checkpoint(root: str, step: int, model, ema, optimizer, scheduler, stat
     with open(os.path.join(tmp, STATE_FILE), "w") as f:
         json.dump({"step": step, "ema": ema_settings, **state}, f, indent=2)
     if os.path.isdir(final):  # only after a deliberate restart from an older step; the new state wins
-        shutil.rmtree(final)
+        delete_checkpoint(final)
     os.replace(tmp, final)
     for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        delete_checkpoint(old)
     return final
 
 

@@ -233,7 +233,7 @@ class Trainer:
             os.makedirs(self.output_dir, exist_ok=True)
             if resume:
                 for path in remove_partial(self.checkpoint_dir):
-                    acc.print(f"removed half-written checkpoint {path}")
+                    acc.print(f"removed incomplete checkpoint {path}")
             elif os.path.isdir(self.checkpoint_dir) or os.path.exists(self.log_path):
                 logger.warning(f"resume=False: deleting earlier checkpoints and log in {self.output_dir}")
                 shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
