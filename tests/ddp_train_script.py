@@ -88,12 +88,20 @@ def main(outdir):
     def flat(model):
         return torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
 
+    # Phase 0: one step with no randomness (no noise, no dropout), so a 1-process run on the two ranks' batches
+    # concatenated must see the same gradient: DDP averages, it does not sum. The logged grad_norm is pre-clipping.
+    avg_dir = os.path.join(outdir, "average")
+    config = TrainConfig(steps=1, batch_size=4, lr=1e-2, grad_clip=1e9, log_every=1, checkpoint_every=1)
+    trainer = Trainer(TinyNet(dropout=0.0), DenoiseObjective(sigma=0.0), DictDataset(), config, avg_dir)
+    trainer.train()
+    average = {"params": flat(trainer.unwrapped_model())}
+
     # Phase 1: 4 steps, checkpoint at step 4.
     config = TrainConfig(steps=4, batch_size=4, lr=1e-2, checkpoint_every=4, log_every=1, ema_decay=0.9)
     trainer = Trainer(TinyNet(), DenoiseObjective(), DictDataset(), config, outdir)
     summary = trainer.train()
     acc = trainer.accelerator
-    info = {"rank": acc.process_index, "world_size": acc.num_processes, "step": summary["step"],
+    info = {"average": average, "rank": acc.process_index, "world_size": acc.num_processes, "step": summary["step"],
             "losses": summary["losses"], "params": flat(trainer.unwrapped_model()), "pid": os.getpid()}
 
     # Phase 2: resume towards 8 steps from another init; only rank 1 gets SIGTERM, during step 6. The ranks

@@ -102,3 +102,24 @@ def test_results_table_and_plot(result, tmp_path):
 
     with PIL.Image.open(png) as im:
         assert im.size[0] > 100 and im.size[1] > 100
+
+
+def test_printed_ratios_are_the_measured_times_ratios_on_shared_settings(result):
+    import statistics
+
+    res, _ = result
+    times = res["times"]
+    for p in res["policies"]:
+        assert p["seconds"] == statistics.median(times[p["policy"]])
+        assert p["speedup"] == pytest.approx(statistics.median(times["none"]) / statistics.median(times[p["policy"]]))
+        assert p["latency_speedup"] == pytest.approx(statistics.median(res["latency_times"]["none"]) /
+                                                     statistics.median(res["latency_times"][p["policy"]]))
+        assert f"{p['speedup']:.2f}×" in res["markdown"]
+    s = res["summary"]
+    statdp = "statdp(r=4)"
+    assert s["speed_ratio"] == pytest.approx(statistics.median(times["dit"]) / statistics.median(times[statdp]))
+    # DDT and the DiT baseline were timed on the same call: seed, batch, steps, guidance (only the trick differs)
+    calls = res["timed_calls"]
+    shared = {k: v for k, v in calls["dit"].items()}
+    for name, call in calls.items():
+        assert {k: call[k] for k in shared} == shared, name

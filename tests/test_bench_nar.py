@@ -58,7 +58,7 @@ def test_bench_nar_counts_rows_quality_and_report(folders, tmp_path):
     assert 0 <= res["video"]["frame_accuracy"] <= 1
     for q in res["quality"].values():
         assert len(q["accuracy"]) == len(q["fd"]) == 2 and q["accuracy_std"] >= 0 and q["parameters"] > 0
-    assert set(res["verdict"]) == {"accuracy_not_worse", "fd_not_worse"}
+    assert set(res["verdict"]) == {"accuracy_not_worse", "fd_not_worse", "same_sampling"}
     assert torch.get_num_threads() == 1
 
 
@@ -74,3 +74,17 @@ def test_bench_nar_bad_input(folders, tmp_path, capsys):
     assert main(["bench", "nar", "--ar", str(tmp_path / "nowhere")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and "no pipeline folder" in err[0]
+
+
+def test_nar_ratios_are_measured_ratios_and_both_sides_sample_alike(folders, tmp_path):
+    import statistics
+
+    res = bench_nar(str(folders / "ar"), str(folders / "nar"), "", batch_size=2, repeats=2, num_samples=10,
+                    seeds=(0,), threads=1, out=None)
+    for row in res["speed"] + res["latency"]:
+        assert row["speedup"] == pytest.approx(statistics.median(row["ar_times"]) / statistics.median(row["nar_times"]))
+        assert row["ar_seconds"] == statistics.median(row["ar_times"])
+    assert {r["batch_size"] for r in res["latency"]} == {1, 4}
+    a, n = res["quality"]["AR"], res["quality"]["NAR"]
+    # the same sampling settings (guidance, temperature, top-k/p), samples and seeds for the method and its baseline
+    assert a["sample"] == n["sample"] and a["num_samples"] == n["num_samples"] and a["seeds"] == n["seeds"]

@@ -116,3 +116,33 @@ def test_label_dropout_rate_and_null_id():
     assert 0.09 < frac < 0.11
     assert set(dropped.unique().tolist()) == {0, 10}
     assert torch.equal(drop_labels(labels, 0.0, 10), labels)
+
+
+def test_rope_frequencies_follow_their_formula():
+    """Slot j of A-axis RoPE rotates by position_{axis j % A} * theta^(-2 A (j // A) / d), axes ordered (x, y, t);
+    the 2-D grid positions are linspace(0, span, n) (DDT's normalised coordinates)."""
+    from genlab.layers import rope_frequencies
+
+    d, theta, span = 16, 10000.0, 16.0
+    h, w = 3, 5
+    freqs = rope_frequencies((h, w), d, theta, span)
+    ys, xs = torch.meshgrid(torch.linspace(0, span, h, dtype=torch.float64),
+                            torch.linspace(0, span, w, dtype=torch.float64), indexing="ij")
+    pos = {0: xs.reshape(-1), 1: ys.reshape(-1)}
+    for j in range(d // 2):
+        omega = theta ** (-2 * 2 * (j // 2) / d)
+        expected = torch.polar(torch.ones(h * w, dtype=torch.float64), pos[j % 2] * omega)
+        torch.testing.assert_close(freqs[:, j], expected.to(torch.complex64), atol=1e-5, rtol=0)
+    one_d = rope_frequencies((7,), 8, theta, None)
+    expected = torch.polar(torch.ones(7, 4, dtype=torch.float64), torch.arange(7.0, dtype=torch.float64)[:, None]
+                           * theta ** (-2 * torch.arange(4.0, dtype=torch.float64) / 8))
+    torch.testing.assert_close(one_d, expected.to(torch.complex64), atol=1e-5, rtol=0)
+    # applied to pairs (2j, 2j+1): a rotation of each pair by the slot's angle
+    x = torch.randn(1, 1, h * w, d)
+    from genlab.layers import apply_rope
+
+    rotated = apply_rope(x, freqs)
+    angle = torch.angle(freqs[:, 0])
+    c, s = torch.cos(angle), torch.sin(angle)
+    torch.testing.assert_close(rotated[0, 0, :, 0], c * x[0, 0, :, 0] - s * x[0, 0, :, 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(rotated[0, 0, :, 1], s * x[0, 0, :, 0] + c * x[0, 0, :, 1], atol=1e-5, rtol=0)

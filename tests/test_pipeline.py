@@ -92,3 +92,29 @@ def test_loading_errors(saved, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(GenlabError, match="truncated"):
         DiffusionPipeline.from_pretrained(broken)  # the plain diffusers entry point gets the clear error too
+
+
+def test_the_model_is_evaluated_at_the_scheduler_times_and_guided_as_stated():
+    """A recording stand-in for the DiT: the pipeline calls it at exactly scheduler.timesteps (t = 0 noise), with
+    [uncond ; cond] labels, and steps with the guided velocity."""
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    class Recorder(DiTModel):
+        def forward(self, x, t, class_labels, return_dict=True):
+            self.calls.append((t.clone(), class_labels.clone()))
+            v = (class_labels != self.null_class).to(x.dtype).view(-1, 1, 1, 1).expand_as(x).clone()
+            return Transformer2DModelOutput(sample=v)
+
+    model = Recorder.from_preset("test", sample_size=8, in_channels=1, patch_size=2, num_classes=3)
+    model.calls = []
+    pipe = FlowDiTPipeline(transformer=model, scheduler=FlowMatchScheduler(shift=3.0),
+                           image_tokenizer=PixelTokenizer(in_channels=1))
+    pipe.set_progress_bar_config(disable=True)
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = pipe(class_labels=[0, 2], num_inference_steps=5, guidance_scale=2.5, latents=noise, output_type="pt").images
+    grid = pipe.scheduler.time_grid(5)
+    assert [float(t[0]) for t, _ in model.calls] == pytest.approx(grid[:-1].tolist(), abs=1e-6)
+    assert all(labels.tolist() == [3, 3, 0, 2] for _, labels in model.calls)
+    # v_uncond = 0, v_cond = 1 -> guided v = 2.5 everywhere: x_1 = x_0 + 2.5 (sum of the dt = 1), in [0, 1] output
+    expected = ((noise + 2.5).clamp(-1, 1) + 1) / 2
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)

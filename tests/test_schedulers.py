@@ -127,3 +127,30 @@ def test_diffusers_ddim_is_exported_and_recovers_data_with_an_oracle():
     for t in ddim.timesteps:
         sample = ddim.step(noise, t, sample).prev_sample  # a perfect epsilon predictor
     torch.testing.assert_close(sample, x0, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_evaluation_times_and_steps_match_diffusers_flow_match_euler_with_its_own_shift(shift):
+    """With shift != 1 diffusers shifts its own sigmas (use_dynamic_shifting off): sigma' = s sigma / (1 + (s-1)
+    sigma). genlab's shift on t = 1 - sigma is the same map, so both evaluate the model at the same times and take
+    the same Euler steps (model_output = -v in diffusers' convention)."""
+    n = 6
+    ours = FlowMatchScheduler(shift=shift)
+    ours.set_timesteps(n)
+    theirs = FlowMatchEulerDiscreteScheduler(shift=shift)
+    unshifted = 1 - torch.linspace(0, 1 - 1 / n, n, dtype=torch.float64)  # the grid before any shift
+    theirs.set_timesteps(sigmas=unshifted.float().numpy())
+    torch.testing.assert_close(theirs.sigmas[:-1].double(), t_to_sigma(ours.timesteps.double()), atol=1e-6,
+                               rtol=0)  # the times the model is evaluated at
+    assert float(theirs.sigmas[-1]) == 0.0 and float(ours.grid[-1]) == 1.0
+    seen_ours, seen_theirs = [], []
+    g = torch.Generator().manual_seed(1)
+    a = b = torch.randn(2, 3, generator=g)
+    w = torch.randn(3, 3, generator=g)
+    for t, s in zip(ours.timesteps, theirs.timesteps):
+        seen_ours.append(float(t))
+        seen_theirs.append(float(sigma_to_t(s / 1000)))
+        a = ours.step(torch.tanh(a @ w) * (1 + t), t, a).prev_sample
+        b = theirs.step(-torch.tanh(b @ w) * (1 + sigma_to_t(s / 1000)), s, b).prev_sample
+    assert seen_ours == pytest.approx(seen_theirs, abs=1e-5)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -1,6 +1,7 @@
 """Every shipped (git-tracked) folder in pipelines/ loads offline with plain diffusers and samples; the shipped
 pipelines/ and tokenizers/ stay small. A user's own folders saved under pipelines/ are not counted."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -69,3 +70,12 @@ def test_tiny_pipeline_quality_floors():
 
     result = evaluate_pipeline(str(ROOT / "nar-digits"), num_samples=100)
     assert result["class_accuracy"] >= 0.85, result
+
+
+@pytest.mark.parametrize("method", [p for p in FOLDERS if json.loads((p / "training_info.json").read_text()).get(
+    "baseline")], ids=lambda p: p.name)
+def test_a_method_and_its_baseline_sample_with_the_same_settings(method):
+    """Only the method's idea differs: guidance, temperature, steps and filters are the baseline's too."""
+    info = json.loads((method / "training_info.json").read_text())
+    baseline = json.loads((ROOT / info["baseline"] / "training_info.json").read_text())
+    assert info["sample"] == baseline["sample"] and info["dataset"] == baseline["dataset"]

@@ -321,6 +321,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def make_single_process_average(out):
+    config = TrainConfig(steps=1, batch_size=8, lr=1e-2, grad_clip=1e9, log_every=1, checkpoint_every=1)
+    trainer = Trainer(TinyNet(dropout=0.0), DenoiseObjective(sigma=0.0), DictDataset(), config, str(out))
+    trainer.train()
+    return {"log": read_log(out)[0],
+            "params": torch.cat([p.detach().flatten() for p in trainer.unwrapped_model().parameters()]).tolist()}
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_resume_and_stop_signal(tmp_path):
     out = tmp_path / "run"
@@ -350,6 +358,66 @@ def test_two_process_ddp_on_cpu_resume_and_stop_signal(tmp_path):
     assert [e["step"] for e in read_log(out)] == [1, 2, 3, 4, 5, 6]
     state = json.loads((out / "checkpoints" / "step-000006" / "trainer_state.json").read_text())
     assert state["step"] == 6 and state["num_processes"] == 2
+    # phase 0: DDP averages the gradients: 2 x batch 4 equals one process on the 8 items concatenated
+    single = make_single_process_average(tmp_path / "single")
+    two = read_log(out / "average")[0]
+    assert two["grad_norm"] == pytest.approx(single["log"]["grad_norm"], rel=1e-5)  # a sum would be 2x
+    torch.testing.assert_close(torch.tensor(ranks[0]["average"]["params"]), torch.tensor(single["params"]),
+                               atol=1e-6, rtol=0)
     model = TinyNet(seed=99)
     load_model(model, str(out / "checkpoints" / "step-000006" / "model.safetensors"))
     assert torch.cat([p.detach().flatten() for p in model.parameters()]).tolist() == ranks[0]["stop_params"]
+
+
+@pytest.mark.slow
+def test_same_recipe_and_seed_in_two_fresh_processes_gives_identical_tensors(tmp_path):
+    """Model initialisation, data order and every draw derive from train.seed: two separate processes end with the
+    same weights, EMA, optimizer state and log, bit for bit (a run killed before its first checkpoint therefore
+    restarts from the same model)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    args = ["train", "dit-digits", "--steps", "3", "--batch-size", "8", "--checkpoint-every", "3", "--seed", "5",
+            "--set", "model.depth=1", "--set", "model.hidden_size=32", "--set", "model.num_heads=2"]
+    for name in ("a", "b"):
+        result = subprocess.run([sys.executable, "-m", "genlab.cli", *args, "--run-dir", str(tmp_path / name)],
+                                capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    ckpt = {n: tmp_path / n / "checkpoints" / "step-000003" for n in ("a", "b")}
+    for file in ("model.safetensors", "ema.safetensors"):
+        a, b = load_file(ckpt["a"] / file), load_file(ckpt["b"] / file)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
+    opt_a = torch.load(ckpt["a"] / "optimizer.pt", weights_only=True)
+    opt_b = torch.load(ckpt["b"] / "optimizer.pt", weights_only=True)
+    for k, state in opt_a["state"].items():
+        assert all(torch.equal(v, opt_b["state"][k][n]) for n, v in state.items() if torch.is_tensor(v))
+    pipes = {n: load_file(tmp_path / n / "pipeline" / "transformer" / "diffusion_pytorch_model.safetensors")
+             for n in ("a", "b")}
+    assert all(torch.equal(pipes["a"][k], pipes["b"][k]) for k in pipes["a"])
+    logs = [(tmp_path / n / "train_log.jsonl").read_text() for n in ("a", "b")]
+    assert logs[0] == logs[1]
+
+
+def test_an_interrupted_deletion_never_leaves_a_folder_that_looks_complete(tmp_path, monkeypatch):
+    from genlab.training import checkpoint
+
+    make_trainer(tmp_path, make_config(steps=6, checkpoint_every=2, keep_checkpoints=2)).train()
+    root = tmp_path / "checkpoints"
+    assert sorted(os.listdir(root)) == ["step-000004", "step-000006"]
+
+    # A deletion killed after the rename: what is left is a .trash folder, never a step-N folder missing files.
+    def killed(path, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.delete_checkpoint(str(root / "step-000004"))
+    monkeypatch.undo()
+    assert sorted(os.listdir(root)) == ["step-000004.trash", "step-000006"]
+    # A step-N folder cut short some other way is not trusted by its name either.
+    (root / "step-000006" / "optimizer.pt").unlink()
+    assert list_checkpoints(str(root)) == []
+    summary = make_trainer(tmp_path, make_config(steps=7, checkpoint_every=2)).train()
+    assert summary["start_step"] == 0 and sorted(os.listdir(root)) == ["step-000006", "step-000007"]

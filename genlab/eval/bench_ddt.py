@@ -184,6 +184,9 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-fashion", dit_path: str = "pipeline
         "seed": seed, "encoder_layers": enc, "decoder_layers": dec, "template_seconds": template_seconds,
         "schedules": schedules, "policies": rows, "times": {n: t.seconds for n, t in timings.items()},
         "latency_times": {n: t.seconds for n, t in latency.items()}, "ddt_vs_dit": comparison,
+        "timed_calls": {name: {**call, **({} if name == "dit" else _policy_args(p)), "seed": seed,
+                               "batch_size": batch_size} for name, p in [*[(_policy_name(p), p) for p in policies],
+                                                                          ("dit", ("none", None))]},
     }
     r = 4 if 4 in rates else rates[-1]
     row = next(p for p in rows if p["policy"] == f"statdp(r={r})")

@@ -100,7 +100,8 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
                 else:
                     samplers = {n: _token_sampler(m, labels, guidance, seed) for n, m in models.items()}
                 forwards, timing = time_round_robin(samplers, repeats)
-                row = {"grid": "x".join(map(str, grid)), "source": source, "batch_size": batch,
+                row = {"grid": "x".join(map(str, grid)), "source": source, "batch_size": batch, "seed": seed,
+                       "guidance": guidance, "ar_times": timing["AR"].seconds, "nar_times": timing["NAR"].seconds,
                        "ar_forward": forwards["AR"], "nar_forward": forwards["NAR"],
                        "ar_seconds": timing["AR"].median, "nar_seconds": timing["NAR"].median,
                        "ar_spread": timing["AR"].spread, "nar_spread": timing["NAR"].spread,
@@ -140,7 +141,8 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
 
             q = over_seeds(measure, seeds)
             quality[name] = {"pipeline": path, "parameters": count_parameters(pipe.transformer),
-                             "training_steps": training_info(path).get("steps"), "guidance": g}
+                             "training_steps": training_info(path).get("steps"), "guidance": g,
+                             "sample": {"guidance_scale": g, **extra}, "num_samples": num_samples, "seeds": seeds}
             for key in ("accuracy", "fd"):
                 quality[name].update({key: q[key]["values"], f"{key}_mean": q[key]["mean"],
                                       f"{key}_std": q[key]["std"]})
@@ -149,7 +151,8 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
     spread_acc = max(a["accuracy_std"], n["accuracy_std"])
     spread_fd = max(a["fd_std"], n["fd_std"])
     verdict = {"accuracy_not_worse": n["accuracy_mean"] >= a["accuracy_mean"] - spread_acc,
-               "fd_not_worse": n["fd_mean"] <= a["fd_mean"] + spread_fd}
+               "fd_not_worse": n["fd_mean"] <= a["fd_mean"] + spread_fd,
+               "same_sampling": a["sample"] == n["sample"]}
 
     command = BENCH.command(arguments)
     result = {"bench": "nar", "command": command, "arguments": arguments, "machine": machine_info(threads),
@@ -203,6 +206,9 @@ def _nar_markdown(r: dict) -> str:
                      f"{100 * q['accuracy_mean']:.1f} ± {100 * q['accuracy_std']:.1f} % | "
                      f"{q['fd_mean']:.2f} ± {q['fd_std']:.2f} |")
     verdict = r["verdict"]
+    if not verdict["same_sampling"]:
+        lines += ["", (f"**Note: the two pipelines sample with different settings (AR {r['quality']['AR']['sample']}, "
+                       f"NAR {r['quality']['NAR']['sample']}): the comparison is not like for like.**")]
     lines += ["", (f"NAR not worse than AR beyond the spread: class accuracy {'yes' if verdict['accuracy_not_worse'] else 'NO'}"
                    f", Fréchet distance {'yes' if verdict['fd_not_worse'] else 'NO'}."), ""]
     return "\n".join(lines)
