@@ -31,6 +31,41 @@ def _with_grid(model, grid):
     return type(model).from_config(config).eval()
 
 
+def _video_quality(pipe, dataset: str, guidance: float, num_samples: int, seeds) -> dict:
+    """Frame shape accuracy and motion consistency of the pipeline's clips over `seeds` (class-balanced), and the
+    same measures on real test clips of the data set as the reference."""
+
+    from ..data import load_dataset
+    from . import class_accuracy, load_classifier
+    from .runner import generate_balanced
+    from .video import motion_consistency, shapes_step_range
+
+    classifier = load_classifier(dataset)
+    k = pipe.transformer.config.num_classes
+    frames_per_clip = pipe.num_frames
+    real = load_dataset(dataset, split="test", video=True, num_frames=frames_per_clip)
+    step_range = shapes_step_range(real.image_size)
+
+    def scores(clips, labels):
+        frame_labels = labels.repeat_interleave(clips.shape[1])
+        return {"frame_accuracy": class_accuracy(clips.flatten(0, 1), frame_labels, classifier),
+                "motion_consistency": motion_consistency(clips, step_range)}
+
+    def measure(s):
+        clips, labels = generate_balanced(pipe, k, num_samples, 0, guidance, s, 100)
+        return scores(clips, labels)
+
+    generated = over_seeds(measure, seeds)
+    real_clips = real.videos.float() / 127.5 - 1 if not real.videos.is_floating_point() else real.videos
+    reference = scores(real_clips[:num_samples], real.labels[:num_samples])
+    return {"frame_accuracy": generated["frame_accuracy"]["mean"],
+            "frame_accuracy_std": generated["frame_accuracy"]["std"],
+            "motion_consistency": generated["motion_consistency"]["mean"],
+            "motion_consistency_std": generated["motion_consistency"]["std"],
+            "real_frame_accuracy": reference["frame_accuracy"], "real_motion_consistency": reference["motion_consistency"],
+            "quality_samples": num_samples, "quality_seeds": list(seeds)}
+
+
 def _token_sampler(model, labels, guidance, seed):
     import torch
 
@@ -119,12 +154,8 @@ def bench_nar(ar_path: str = "pipelines/ar-digits", nar_path: str = "pipelines/n
                      "forward": forwards["NAR"], "seconds": timing["NAR"].median, "batch_size": batch_size,
                      "guidance": vguidance, "tokens": vid.transformer.num_tokens, "frame_accuracy": None}
             vdata = training_info(video_path).get("dataset")
-            if vdata:  # every frame of the clips scored by the data set's classifier against the clip's class
-                clips = vid(class_labels=vlabels, guidance_scale=vguidance, output_type="pt",
-                            generator=torch.Generator().manual_seed(seed)).frames
-                frames = clips.flatten(0, 1) * 2 - 1
-                video["frame_accuracy"] = class_accuracy(frames, torch.tensor(vlabels).repeat_interleave(
-                    clips.shape[1]), load_classifier(vdata))
+            if vdata:  # every frame scored by the data set's classifier against the clip's class; motion tracked
+                video.update(_video_quality(vid, vdata, vguidance, num_samples, seeds))
 
         # ---- quality over sampling seeds
         classifier = load_classifier(dataset)
@@ -194,8 +225,19 @@ def _nar_markdown(r: dict) -> str:
         lines += ["", (f"Trained video pipeline `{v['pipeline']}`: {v['grid']} token grid ({v['tokens']} tokens), "
                        f"{v['forward']} forward passes, {v['seconds']:.3f} s for {v['batch_size']} clips "
                        f"(CFG {v['guidance']:g}, VQ decode of every frame included)."
-                       + (f" Per-frame class accuracy of those clips (the data set's classifier): "
-                          f"{100 * v['frame_accuracy']:.1f} %." if v["frame_accuracy"] is not None else ""))]
+                       )]
+        if v.get("frame_accuracy") is not None:
+            lines += ["", (f"Video quality over sampling seeds {', '.join(map(str, v['quality_seeds']))} "
+                           f"({v['quality_samples']} class-balanced clips each), against {v['quality_samples']} real "
+                           "test clips: frame shape accuracy = the shapes classifier's accuracy on every frame against "
+                           "the clip's class; motion consistency = the fraction of clips whose tracked centroid is "
+                           "visible in every frame, steps as far per frame as the data's shapes move (±50 %) and "
+                           "keeps its direction (cos >= 0.5)."), "",
+                      "| clips | frame shape accuracy | motion consistency |", "|---|---|---|",
+                      (f"| generated | {100 * v['frame_accuracy']:.1f} ± {100 * v['frame_accuracy_std']:.1f} % | "
+                       f"{100 * v['motion_consistency']:.1f} ± {100 * v['motion_consistency_std']:.1f} % |"),
+                      (f"| real | {100 * v['real_frame_accuracy']:.1f} % | "
+                       f"{100 * v['real_motion_consistency']:.1f} % |")]
     lines += ["", (f"Quality on {r['dataset']}: {r['num_samples']} class-balanced samples per sampling seed "
                    f"{', '.join(map(str, r['seeds']))}, each pipeline's recipe guidance; mean ± standard deviation "
                    "over the seeds (one trained model each)."), "",
