@@ -512,3 +512,25 @@ def test_sampler_callback_sees_each_level_fill_in():
         filled = (partial[0] >= 0).nonzero().flatten().tolist()
         assert filled == sorted(i for lv in model.levels[: step + 1] for i in lv.tolist())
         assert torch.equal(partial[:, filled], out.tokens[:, filled])
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 100])
+def test_guidance_by_token_count_follows_the_official_rule(k, monkeypatch):
+    """--cfg-interval k of the official NAR sampler: a step is guided iff at most k tokens exist before it (so the
+    first step always is); both branches keep running. Checked step by step against the rule's definition."""
+    from genlab.models import sampling
+
+    pipe = NARPipeline(transformer=nar((4, 4)), image_tokenizer=VQTokenizer.from_preset("tiny", in_channels=1,
+                                                                                         codebook_size=V))
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    real = sampling.cfg_combine
+    monkeypatch.setattr(sampling, "cfg_combine", lambda out, scale: seen.append((out.shape[0], scale)) or real(out, scale))
+    pipe(class_labels=[0, 1], guidance_scale=3.0, guidance_max_tokens=k, generator=torch.Generator().manual_seed(0))
+    done = [sum(len(lv) for lv in pipe.transformer.levels[:i]) for i in range(len(pipe.transformer.levels))]
+    assert [scale for _, scale in seen] == [3.0 if d <= k else 1.0 for d in done]
+    assert all(rows == 4 for rows, _ in seen)  # [uncond ; cond] at every step, guided or not
+    with pytest.raises(GenlabError, match="not both"):
+        pipe(class_labels=[0], guidance_interval=(0.1, 0.5), guidance_max_tokens=2)
+    with pytest.raises(GenlabError, match="guidance_max_tokens"):
+        pipe(class_labels=[0], guidance_max_tokens=-1)

@@ -101,7 +101,7 @@ def generate_tokens(model, class_labels: torch.Tensor, guidance: GuidanceSchedul
         mixed = model.decode_step(inputs, positions, labels, state, level)
         calls += 1
         if use_cfg:
-            mixed = cfg_combine(mixed, guidance(done / N))
+            mixed = cfg_combine(mixed, guidance.at_tokens(done, N))
         new = sample_from_logits(mixed, temperature, top_k, top_p, generator)
         target = level.to(tokens.device)
         tokens[:, target] = new

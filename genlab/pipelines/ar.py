@@ -38,7 +38,7 @@ class ARPipeline(GenlabPipeline):
                               f"grid {tuple(model.grid)}")
 
     def sample_ids(self, class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator,
-                   callback_on_step_end=None):
+                   callback_on_step_end=None, guidance_max_tokens=None):
         """Checks, then KV-cached sampling in the model's order: (B, *grid) token ids. Sets last_num_forward.
         callback_on_step_end(pipe, step, level, {"tokens": (B, N) ids so far, -1 where not sampled yet}) is called
         after every forward pass (read-only: what it returns is not fed back)."""
@@ -47,7 +47,7 @@ class ARPipeline(GenlabPipeline):
         cfg = self.transformer.config
         device = self._execution_device
         labels = self.resolve_class_labels(class_labels, cfg.num_classes, cfg.get("class_names"), device)
-        guidance = self.guidance_schedule(guidance_scale, guidance_interval)
+        guidance = self.guidance_schedule(guidance_scale, guidance_interval, guidance_max_tokens)
         generator = self.check_generator(generator, len(labels))
         callback = None
         if callback_on_step_end is not None:
@@ -62,16 +62,19 @@ class ARPipeline(GenlabPipeline):
     def __call__(self, class_labels=None, guidance_scale: float = 2.0,
                  guidance_interval: tuple[float, float] | None = None, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, generator: torch.Generator | None = None, output_type: str = "pil",
-                 return_dict: bool = True, callback_on_step_end=None):
+                 return_dict: bool = True, callback_on_step_end=None,
+                 guidance_max_tokens: int | None = None):
         """Generate one image per entry of `class_labels` (ints or class names).
 
         guidance_scale: CFG weight on the logits (1 = none; [uncond ; cond] batches); guidance_interval: (lo, hi)
-        to guide only while the fraction t of tokens already generated satisfies lo < t < hi; temperature (0 =
+        to guide only while the fraction t of tokens already generated satisfies lo < t < hi; guidance_max_tokens: k
+        to guide only steps that start with at most k tokens (the official NAR `--cfg-interval k`; the first step
+        is always guided); temperature (0 =
         greedy argmax), top_k (0 = off), top_p (1 = off) filter the logits; generator: torch.Generator for all
         draws; callback_on_step_end: see `sample_ids`. Returns ImagePipelineOutput (or a tuple with
         return_dict=False).
         """
         self.check_output_type(output_type)
         ids = self.sample_ids(class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator,
-                              callback_on_step_end)
+                              callback_on_step_end, guidance_max_tokens)
         return self.image_output(self.image_tokenizer.decode(ids), output_type, return_dict)

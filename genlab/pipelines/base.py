@@ -19,7 +19,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .. import diffusers_integration
-from ..errors import GenlabError, check_number, check_positive_int
+from ..errors import GenlabError, check_int, check_number, check_positive_int
 from ..schedulers import GuidanceSchedule, cfg_combine, cfg_labels
 from .loading import call_parameters
 
@@ -131,9 +131,15 @@ class GenlabPipeline(DiffusionPipeline):
         return prompts
 
     @staticmethod
-    def guidance_schedule(guidance_scale, guidance_interval) -> GuidanceSchedule:
-        """CFG scale everywhere, or only for lo < t < hi when an interval (lo, hi) is given (t = 0 noise)."""
+    def guidance_schedule(guidance_scale, guidance_interval, guidance_max_tokens=None) -> GuidanceSchedule:
+        """CFG scale everywhere, or only for lo < t < hi when an interval (lo, hi) is given (t = 0 noise), or (token
+        models) only while at most `guidance_max_tokens` tokens exist."""
         scale = check_number(guidance_scale, "guidance_scale", minimum=0)
+        if guidance_max_tokens is not None:
+            if guidance_interval is not None:
+                raise GenlabError("pass guidance_interval or guidance_max_tokens, not both")
+            return GuidanceSchedule(scale, "tokens", max_tokens=check_int(guidance_max_tokens, "guidance_max_tokens",
+                                                                         minimum=0))
         if guidance_interval is None:
             return GuidanceSchedule(scale)
         if not isinstance(guidance_interval, (list, tuple)) or len(guidance_interval) != 2:

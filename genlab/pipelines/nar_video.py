@@ -29,7 +29,8 @@ class NARVideoPipeline(NARPipeline):
     def __call__(self, class_labels=None, num_frames: int | None = None, guidance_scale: float = 1.5,
                  guidance_interval: tuple[float, float] | None = None, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, generator: torch.Generator | None = None, output_type: str = "pil",
-                 return_dict: bool = True, callback_on_step_end=None):
+                 return_dict: bool = True, callback_on_step_end=None,
+                 guidance_max_tokens: int | None = None):
         """Generate one clip per entry of `class_labels` (ints or class names).
 
         num_frames: frames to return, 1..T (default T, the trained length). The model always decodes its whole
@@ -45,6 +46,6 @@ class NARVideoPipeline(NARPipeline):
             raise GenlabError(f"num_frames={num_frames} is beyond what this model was trained for: it generates "
                               f"clips of at most {trained} frames")
         ids = self.sample_ids(class_labels, guidance_scale, guidance_interval, temperature, top_k, top_p, generator,
-                              callback_on_step_end)
+                              callback_on_step_end, guidance_max_tokens)
         frames = self.image_tokenizer.decode(ids[:, :num_frames].flatten(0, 1))  # (B * T', C, H, W)
         return self.video_output(frames, ids.shape[0], output_type, return_dict)
