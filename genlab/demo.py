@@ -53,6 +53,7 @@ class PipelineSpec:
     acceleration_choices: dict = field(default_factory=dict)
     acceleration_off: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    conditioning: tuple = ()  # "class_labels" and/or "prompt", as the pipeline class says for these components
 
     def default(self, name: str, fallback=None):
         """The recipe's sampling default for a call argument, else the signature's default."""
@@ -89,13 +90,15 @@ def describe(path: str) -> PipelineSpec:
 
     # Class names live in the conditioning component's config; scan the components listed in model_index.json,
     # that one first, so a differently named one also works.
-    class_names, num_classes = [], None
+    class_names, num_classes, condition_config = [], None, None
     first = getattr(cls, "conditioning_component", "transformer")
     components = sorted((k for k, v in index.items() if isinstance(v, list)), key=lambda k: k != first)
     for comp in components:
         config_file = os.path.join(path, comp, "config.json")
         if os.path.isfile(config_file):
             config = read_json(config_file, path)
+            if comp == first:
+                condition_config = config
             if "num_classes" in config or "class_names" in config:
                 class_names = [str(c) for c in config.get("class_names") or []]
                 num_classes = config.get("num_classes", len(class_names) or None)
@@ -113,7 +116,8 @@ def describe(path: str) -> PipelineSpec:
         num_classes=num_classes, sample=dict(info.get("sample") or {}), baseline=baseline,
         acceleration_label=getattr(cls, "acceleration_label", "") or "",
         acceleration_choices=dict(getattr(cls, "acceleration_choices", {}) or {}),
-        acceleration_off=dict(getattr(cls, "acceleration_off", {}) or {}), info=info)
+        acceleration_off=dict(getattr(cls, "acceleration_off", {}) or {}), info=info,
+        conditioning=tuple(cls.conditioning_for(condition_config)))
 
 
 def compare_modes(spec: PipelineSpec) -> list[tuple[str, str]]:
@@ -171,8 +175,9 @@ class Demo:
         p = spec.params
         labels = spec.class_names or [str(i) for i in range(spec.num_classes or 0)]
         return {
-            "class_labels": {"visible": "class_labels" in p, "choices": labels, "value": labels[0] if labels else None},
-            "prompt": {"visible": "prompt" in p},
+            "class_labels": {"visible": "class_labels" in spec.conditioning, "choices": labels,
+                             "value": labels[0] if labels else None},
+            "prompt": {"visible": "prompt" in spec.conditioning},
             "num_frames": {"visible": "num_frames" in p, "value": spec.default("num_frames")},
             "num_inference_steps": {"visible": "num_inference_steps" in p,
                                     "value": min(self.max_steps, spec.default("num_inference_steps", 30))},
@@ -192,23 +197,26 @@ class Demo:
         p = spec.params
         batch = _in_range(batch, "batch size", 1, self.max_batch)
         kwargs = {}
-        if "class_labels" in p:
+        conditioning = spec.conditioning
+        if "class_labels" in conditioning:
             label = inputs.get("class_labels")
             if label is None or str(label).strip() == "":
                 raise GenlabError("pick a class label")
             if isinstance(label, float) and label == int(label):
                 label = int(label)  # a number field sends 3.0
             kwargs["class_labels"] = [label] * batch  # the pipeline maps names/ids and checks the range
-        if "prompt" in p:
+        if "prompt" in conditioning:
             prompt = str(inputs.get("prompt") or "").strip()
             if not prompt:
                 raise GenlabError("the prompt is empty: type what to generate")
-            kwargs["prompt"] = prompt if batch == 1 or "class_labels" in p else [prompt] * batch
-        if "class_labels" not in p and batch > 1:  # batch for pipelines without labels, where they say how
+            kwargs["prompt"] = prompt
+        if "class_labels" not in conditioning and batch > 1:  # the batch for pipelines without labels
             if "num_images_per_prompt" in p:
                 kwargs["num_images_per_prompt"] = batch
             elif "batch_size" in p:
                 kwargs["batch_size"] = batch
+            elif "prompt" in kwargs:
+                kwargs["prompt"] = [kwargs["prompt"]] * batch
         if "num_frames" in p and inputs.get("num_frames") not in (None, ""):  # empty: the model's own length
             kwargs["num_frames"] = _in_range(inputs.get("num_frames"), "num_frames", 1, 256)
         if "num_inference_steps" in p:

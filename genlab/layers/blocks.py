@@ -33,15 +33,15 @@ class SwiGLU(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """qkv without bias, per-head RMSNorm on q and k before RoPE, output projection with bias unless proj_bias=False
-    (TransformerBlock, as LlamaGen)."""
+    """qkv (without bias unless qkv_bias, as ViT), per-head RMSNorm on q and k before RoPE, output projection with
+    bias unless proj_bias=False (TransformerBlock, as LlamaGen)."""
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, proj_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, proj_bias: bool = True, qkv_bias: bool = False):
         super().__init__()
         if dim % num_heads:
             raise GenlabError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
@@ -114,6 +114,37 @@ class TransformerBlock(nn.Module):
     def forward(self, x, rope=None, mask=None, cache=None, positions=None):
         x = x + self.dropout(self.attn(self.attention_norm(x), rope, mask, cache, positions))
         return x + self.dropout(self.mlp(self.ffn_norm(x)))
+
+
+class ViTBlock(nn.Module):
+    """Pre-LN ViT block (MAE / MAR): x + Attn(LN(x)), then x + MLP(LN(x)) with LayerNorm (affine), qkv bias and a
+    GELU MLP. With `num_phases` > 0 it is Hi-MAR's scale-aware block: a stack-wide phase vector v (B or 1, 1, 4D)
+    is mapped per block and phase τ to (scale_attn, gate_attn, scale_mlp, gate_mlp) = v a[τ] + b[τ], and
+    x + gate_attn Attn(LN(x) (1 + scale_attn)), x + gate_mlp MLP(LN(x) (1 + scale_mlp)); a = 0 and b = (0, 1, 0, 1)
+    at init, so the block starts as exactly the plain one (no shift term: Hi-MAR's code, not its paper's Eq. 2)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, num_phases: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = SelfAttention(dim, num_heads, qk_norm=False, qkv_bias=True)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.dropout = nn.Dropout(dropout)
+        self.num_phases = num_phases
+        if num_phases:
+            self.phase_scale = nn.Parameter(torch.zeros(num_phases, 1, 1, 4 * dim))
+            self.phase_shift = nn.Parameter(torch.tensor([0.0, 1.0, 0.0, 1.0]).repeat_interleave(dim)
+                                            .repeat(num_phases, 1, 1, 1).contiguous())
+
+    def forward(self, x: torch.Tensor, phase_vector: torch.Tensor | None = None, phase: int = 0) -> torch.Tensor:
+        if not self.num_phases:
+            x = x + self.dropout(self.attn(self.norm1(x)))
+            return x + self.dropout(self.mlp(self.norm2(x)))
+        mod = phase_vector * self.phase_scale[phase] + self.phase_shift[phase]
+        scale_attn, gate_attn, scale_mlp, gate_mlp = mod.chunk(4, dim=-1)
+        x = x + gate_attn * self.dropout(self.attn(self.norm1(x) * (1 + scale_attn)))
+        return x + gate_mlp * self.dropout(self.mlp(self.norm2(x) * (1 + scale_mlp)))
 
 
 class FinalLayer(nn.Module):

@@ -62,10 +62,17 @@ class GenlabPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------ what the pipeline takes
     @classmethod
-    def conditioning_inputs(cls) -> tuple[str, ...]:
-        """Which of `class_labels` and `prompt` this pipeline's __call__ takes."""
+    def conditioning_for(cls, config: dict | None = None) -> tuple[str, ...]:
+        """Which of `class_labels` and `prompt` a pipeline of this class takes, read from its __call__ signature;
+        a class whose __call__ offers both for models of either kind narrows it by the conditioning component's
+        config (`config`, a dict; None = unknown)."""
         params = call_parameters(cls)
         return tuple(name for name in CONDITIONING_INPUTS if name in params)
+
+    def conditioning_inputs(self) -> tuple[str, ...]:
+        """What this pipeline, with its components, is conditioned on."""
+        component = getattr(self, self.conditioning_component, None)
+        return self.conditioning_for(dict(component.config) if component is not None else None)
 
     @property
     def class_names(self) -> list[str] | None:

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import GenlabError
 from ..layers import drop_labels
 from ..schedulers import FlowMatchScheduler
 
@@ -88,3 +89,51 @@ class ARTokensObjective(nn.Module):
         logits = model(ids, labels)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids.reshape(-1))
         return {"loss": loss}
+
+
+class MaskedTokensObjective(nn.Module):
+    """masked_tokens: MAR / Hi-MAR training on a frozen continuous tokenizer's latents.
+
+    The images are encoded (a posterior sample where the tokenizer has one, as MAR caches its latents) and cut into
+    the model's tokens; the condition is dropped to the null one with probability `label_dropout` (CFG): class
+    labels, or the captions' text-encoder states for a text-conditioned model. With `low_res` the 2x downsampled
+    images are encoded too (Hi-MAR's low-resolution tokens). The model's forward returns the loss."""
+
+    def __init__(self, tokenizer: nn.Module, label_dropout: float = 0.1, text_encoder: nn.Module | None = None,
+                 low_res: bool = False):
+        super().__init__()
+        self.tokenizer = tokenizer.requires_grad_(False).eval()
+        self.text_encoder = text_encoder.requires_grad_(False).eval() if text_encoder is not None else None
+        self.label_dropout = label_dropout
+        self.low_res = low_res
+
+    def encode(self, images, generator):
+        import inspect
+
+        if "sample" in inspect.signature(self.tokenizer.encode).parameters:
+            return self.tokenizer.encode(images, generator=generator, sample=True)
+        return self.tokenizer.encode(images)
+
+    def forward(self, model, batch, generator=None, step=None):
+        bare = unwrap(model)
+        images = batch["pixel_values"]
+        with torch.no_grad():
+            tokens = bare.tokens_from_latents(self.encode(images, generator))
+            extra = {}
+            if self.low_res:
+                from ..models.himar import downsample_images
+
+                extra = {"low_tokens": bare.tokens_from_low_latents(self.encode(downsample_images(images), generator)),
+                         "step": step}
+        drop = (torch.rand(tokens.shape[0], generator=generator) < self.label_dropout).to(tokens.device)
+        if bare.conditioning == "class":
+            labels = torch.where(drop, torch.full_like(batch["class_labels"], bare.null_class), batch["class_labels"])
+            buffer = bare.condition(class_labels=labels)
+        else:
+            if self.text_encoder is None:
+                raise GenlabError("a text-conditioned model trains with a text_encoder in its objective")
+            text = self.text_encoder.encode(list(batch["caption"]))
+            buffer = bare.condition(text=text.hidden_states.to(tokens.device),
+                                    text_mask=text.attention_mask.to(tokens.device), drop=drop)
+        out = model(tokens, buffer, generator, **extra)
+        return {"loss": out.loss, **out.parts}

@@ -101,8 +101,20 @@ class _ModelWithObjective(nn.Module):
         self.model.train(mode)
         return self
 
-    def forward(self, batch, generator):
+    def forward(self, batch, generator, step: int | None = None):
+        if step is not None and self._takes_step:  # objectives whose schedule depends on the step (Hi-MAR)
+            return self.objective(self.model, batch, generator, step=step)
         return self.objective(self.model, batch, generator)
+
+    @property
+    def _takes_step(self) -> bool:
+        import inspect
+
+        target = self.objective.forward if isinstance(self.objective, nn.Module) else self.objective
+        try:
+            return "step" in inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            return False
 
 
 class _StopOnSignal:
@@ -305,7 +317,7 @@ class Trainer:
             last = micro == cfg.grad_accum - 1
             # Gradients are all-reduced across processes only on the last micro-batch of the step.
             with contextlib.nullcontext() if last else acc.no_sync(self._wrapped):
-                out = self._wrapped(batch, generator)
+                out = self._wrapped(batch, generator, step)
                 if not (isinstance(out, dict) and torch.is_tensor(out.get("loss")) and out["loss"].ndim == 0):
                     raise GenlabError("the objective must return a dict with a scalar tensor 'loss'")
                 acc.backward(out["loss"] / cfg.grad_accum)
@@ -313,6 +325,14 @@ class Trainer:
                 if torch.is_tensor(v) and v.ndim == 0 or isinstance(v, (int, float)):
                     v = torch.as_tensor(v, dtype=torch.float32, device=acc.device)
                     totals[k] = totals.get(k, 0.0) + v.detach().float() / cfg.grad_accum
+        # A non-finite loss on any process makes the (all-reduced) gradients non-finite on every process, so every
+        # process stops here together, before the update: the parameters and the last checkpoint stay intact.
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not bool(torch.isfinite(totals["loss"])) or (grads and not bool(torch.isfinite(
+                torch.stack([g.detach().float().sum() for g in grads]).sum()))):
+            raise GenlabError(f"the training loss became {float(totals['loss']):.4g} at step {step} (non-finite loss "
+                              "or gradients): stopped before the update, no checkpoint written; lower train.lr, "
+                              "enable train.grad_clip or check the data")
         if cfg.grad_clip:  # the norm before clipping is logged: it shows when clipping is active
             totals["grad_norm"] = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip).detach().float()
         lr = self.scheduler.get_last_lr()[0]
