@@ -421,3 +421,40 @@ def test_an_interrupted_deletion_never_leaves_a_folder_that_looks_complete(tmp_p
     assert list_checkpoints(str(root)) == []
     summary = make_trainer(tmp_path, make_config(steps=7, checkpoint_every=2)).train()
     assert summary["start_step"] == 0 and sorted(os.listdir(root)) == ["step-000006", "step-000007"]
+
+
+def test_a_non_finite_loss_stops_the_run_before_the_update_without_a_checkpoint(tmp_path):
+    class Exploding(DenoiseObjective):
+        def forward(self, model, batch, generator):
+            out = super().forward(model, batch, generator)
+            if self.calls >= 3:  # the third step's loss is NaN
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+    trainer = Trainer(TinyNet(), Exploding(), DictDataset(), make_config(steps=6, checkpoint_every=2), tmp_path)
+    with pytest.raises(GenlabError, match="became nan at step 3") as info:
+        trainer.train()
+    assert "\n" not in str(info.value)
+    assert steps_of(tmp_path) == [2]  # the checkpoint of step 2 survives; nothing was written for step 3
+    assert all(torch.isfinite(p).all() for p in trainer.unwrapped_model().parameters())
+
+
+@pytest.mark.parametrize("recipe", ["dit-digits", "ar-digits", "mar-digits", "kl-fashion"])
+def test_every_objective_is_guarded_against_non_finite_losses(recipe, tmp_path, monkeypatch):
+    """The guard lives in the trainer, so it holds for every objective a recipe builds."""
+    from genlab import registry
+    from genlab.training.builders import build_train_config
+    from genlab.training.recipe import load_recipe
+
+    overrides = ["train.steps=2", "train.batch_size=4", "data.name=digits"]
+    if recipe == "kl-fashion":
+        overrides.append("data.image_size=16")
+    spec = load_recipe(recipe, overrides)
+    builder = registry.recipe_kind(spec["kind"])(spec)
+    real = builder.objective.forward
+    monkeypatch.setattr(builder.objective, "forward",
+                        lambda *a, **k: {**real(*a, **k), "loss": real(*a, **k)["loss"] * float("inf")})
+    trainer = Trainer(builder.model, builder.objective, builder.dataset, build_train_config(spec["train"]), tmp_path)
+    with pytest.raises(GenlabError, match="became inf at step 1"):
+        trainer.train()
+    assert steps_of(tmp_path) == []
