@@ -71,4 +71,5 @@ register_method(
     pipelines={"MARPipeline": "genlab.pipelines.mar", "HiMARPipeline": "genlab.pipelines.mar"},
     recipe_kinds={"mar": MaskedARBuilder, "himar": HiMARBuilder},
     objectives={"masked_tokens": "genlab.training.objectives:MaskedTokensObjective"},
+    benches={"himar": "genlab.eval.bench_himar:BENCH"},
 )

@@ -85,7 +85,7 @@ class MaskedARBackbone(nn.Module):
     def phase_vectors(self, phase: int):
         if not self.num_phases:
             return None, None
-        e = self.phase_embed.weight[phase][None, None]
+        e = self.phase_embed(torch.tensor([[phase]], device=self.phase_embed.weight.device))  # (1, 1, D)
         return self.encoder_phase(e), self.decoder_phase(e)
 
     def forward(self, buffer: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, phase: int = 0) -> torch.Tensor:

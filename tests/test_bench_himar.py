@@ -1,0 +1,51 @@
+"""genlab bench himar on tiny random pipelines: rows, counts, FLOP split, measured ratios and the report."""
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from genlab.eval.bench_himar import bench_himar
+from genlab.models import HiMARModel, MARModel
+from genlab.pipelines.mar import HiMARPipeline, MARPipeline
+from genlab.tokenizers import PixelTokenizer
+
+KW = dict(sample_size=16, in_channels=1, patch_size=2, num_classes=10, head_steps=2)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_himar")
+    torch.manual_seed(0)
+    pipes = {"mar": MARPipeline(transformer=MARModel.from_preset("test", **KW), image_tokenizer=PixelTokenizer(1)),
+             "himar": HiMARPipeline(transformer=HiMARModel.from_preset("test", **KW, head2_steps=3, head2_width=16,
+                                                                          head2_depth=1),
+                                    image_tokenizer=PixelTokenizer(1))}
+    for name, pipe in pipes.items():
+        pipe.save_pretrained(root / name)
+        steps = 4 if name == "mar" else 2
+        (root / name / "training_info.json").write_text(json.dumps(
+            {"dataset": "digits", "steps": 3, "sample": {"num_inference_steps": steps, "guidance_scale": 2.0}}))
+    return root
+
+
+def test_bench_himar_rows_counts_ratios_and_report(folders, tmp_path):
+    out = tmp_path / "himar.md"
+    res = bench_himar(str(folders / "mar"), str(folders / "himar"), batch_size=2, repeats=2, num_samples=10,
+                      seeds=(0, 1), threads=1, out=str(out))
+    assert out.read_text() == res["markdown"] and res["command"] in res["markdown"]
+    assert [s["batch_size"] for s in res["speed"]] == [1, 2]
+    for s in res["speed"]:
+        mar, himar = s["profiles"]["MAR"], s["profiles"]["Hi-MAR"]
+        assert mar["parts"]["backbone"]["calls"] == 4 and mar["parts"]["head"]["calls"] == 4 * 2
+        k1 = 16  # 4x4 low-res tokens: K1 = 4 x 4, one token per step
+        assert himar["parts"]["backbone"]["calls"] == k1 + 2 and himar["parts"]["dense_head"]["calls"] == 2 * 3
+        assert himar["parts"]["head"]["calls"] == k1 * 2
+        assert 0 < mar["flops"]["backbone"] < mar["flops"]["total"] and 0 < himar["flops"]["heads"] < himar["flops"]["total"]
+        ratio = statistics.median(s["times"]["MAR"]) / statistics.median(s["times"]["Hi-MAR"])
+        assert s["himar_over_mar_speed"] == pytest.approx(ratio)
+    q = res["quality"]
+    assert len(q["MAR"]["accuracy"]) == 2 and q["Hi-MAR"]["parameters"] > q["MAR"]["parameters"]
+    assert set(res["verdict"]) == {"fd_better", "fd_not_worse", "not_slower"}
+    assert res["summary"]["speed_ratio"] == res["speed"][-1]["himar_over_mar_speed"]
