@@ -78,9 +78,23 @@ def token(kind="ar", grid=(2, 2)):
     return pipe
 
 
+@functools.cache
+def himar():
+    from genlab.models import HiMARModel
+    from genlab.pipelines import HiMARPipeline
+    from genlab.tokenizers import PixelTokenizer
+
+    torch.manual_seed(0)
+    model = HiMARModel.from_preset("test", sample_size=8, in_channels=1, patch_size=2, num_classes=3, head_steps=2,
+                                   head2_steps=2)
+    pipe = HiMARPipeline(transformer=model, image_tokenizer=PixelTokenizer(1))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def call(pipe_fn, **kwargs):
     defaults = {"class_labels": [0, 1], "output_type": "pt"}
-    if pipe_fn in (dit, ddt):
+    if pipe_fn in (dit, ddt, himar):
         defaults["num_inference_steps"] = 2
     return pipe_fn()(**{**defaults, **kwargs})
 
@@ -193,6 +207,19 @@ CASES = [
     ("video-frames-zero", lambda t: token("nar", (2, 2, 2))(class_labels=[0], num_frames=0), "num_frames"),
     ("video-frames-many", lambda t: token("nar", (2, 2, 2))(class_labels=[0], num_frames=3), "beyond what"),
     ("video-frames-float", lambda t: token("nar", (2, 2, 2))(class_labels=[0], num_frames=1.5), "num_frames"),
+    # MAR / Hi-MAR
+    ("mar-temperature-zero", lambda t: call(himar, temperature=0.0), "temperature must be > 0"),
+    ("mar-head-steps", lambda t: call(himar, head_steps=0), "head_steps must be a positive integer"),
+    ("mar-head2-steps", lambda t: call(himar, head2_steps=-1), "head2_steps must be a positive integer"),
+    ("mar-too-many-steps", lambda t: call(himar, num_inference_steps=99), "more than the 16 tokens"),
+    ("mar-prompt-to-class-model", lambda t: call(himar, prompt="a cat"), "class-conditional"),
+    ("mar-generator-list", lambda t: call(himar, generator=[G(), G()]), "pass a torch.Generator"),
+    ("mar-labels-range", lambda t: call(himar, class_labels=[9]), "out of range"),
+    ("mar-head2-kind", lambda t: __import__("genlab").HiMARModel.from_preset("test", head2="unet"), "head2 must be"),
+    ("mar-odd-grid", lambda t: __import__("genlab").HiMARModel.from_preset("test", sample_size=6, patch_size=2),
+     "even token grid"),
+    ("mar-latents-shape", lambda t: himar().transformer.tokens_from_latents(torch.zeros(1, 1, 5, 5)),
+     "expects latents"),
     # components that do not belong together
     ("dit-with-vq", lambda t: __import__("genlab").FlowDiTPipeline(
         transformer=dit().transformer, scheduler=dit().scheduler, image_tokenizer=vq())(class_labels=[0]),
