@@ -405,3 +405,30 @@ def test_statdp_key_steps_come_from_a_template_run():
     with encoder_propagation(pipe, key_steps=keys) as hook:
         pipe(50, (2, 1, 8, 8), class_cond(2))
         assert hook.stats["encoder_calls"] == 9
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_flop_ratio_is_the_encoder_skipping_bound(parallel):
+    """FLOPs(propagated) / FLOPs(plain) = (K c_E + N c_D) / (N (c_E + c_D)) within 2%, counted by
+    torch.utils.flop_counter; c_E = conv_in + down blocks + mid block of one plain forward, c_D = the rest (up
+    blocks, conv_out and the time embedding, which runs at every step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    loop = Loop(unet2d(), DDIMScheduler(num_train_timesteps=1000))
+    with FlopCounterMode(display=False) as one:
+        loop.unet(torch.randn(4, 1, 8, 8), torch.tensor(500), class_labels=torch.arange(4))
+    counts = one.get_flop_counts()
+    encoder = ["conv_in", "down_blocks.0", "down_blocks.1", "mid_block"]
+    c_e = sum(sum(counts[f"UNet2DModel.{name}"].values()) for name in encoder)
+    c_all = sum(counts["Global"].values())
+    c_d = c_all - c_e
+    assert 0 < c_e < c_all
+    with FlopCounterMode(display=False) as plain:
+        loop(50, (2, 1, 8, 8), class_cond(2))
+    with encoder_propagation(loop, key_steps="50ls", parallel=parallel):
+        with FlopCounterMode(display=False) as fast:
+            loop(50, (2, 1, 8, 8), class_cond(2))
+    measured = sum(fast.get_flop_counts()["Global"].values()) / sum(plain.get_flop_counts()["Global"].values())
+    bound = (9 * c_e + 50 * c_d) / (50 * (c_e + c_d))
+    assert abs(measured / bound - 1) < 0.02, (measured, bound)
+    assert measured < 0.9  # the trick saves work at all
