@@ -71,7 +71,9 @@ def test_shipped_pipeline_loads_with_diffusers_and_samples(folder):
 # it while a broken sampler (wrong times, wrong guidance, wrong temperature) lands far below it.
 VIDEO_FLOORS = {"nar-shapes-video": None}  # see test_video_quality (frame accuracy and motion)
 QUALITY_FLOORS = {"dit-digits": (50, 10, 0.80), "ddt-digits": (50, 10, 0.95), "dit-fashion": (50, 10, 0.84),
-                  "ddt-fashion": (50, 10, 0.88), "ar-digits": (100, None, 0.63), "nar-digits": (100, None, 0.77)}
+                  "ddt-fashion": (50, 10, 0.88), "ar-digits": (100, None, 0.63), "nar-digits": (100, None, 0.77),
+                  # masked AR samples slowly on 2 cores (~1 s per image): fewer samples, the same three seeds
+                  "himar-digits": (16, None, 0.90)}
 
 
 def test_every_shipped_pipeline_has_a_quality_floor():
