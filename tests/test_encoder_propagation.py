@@ -23,20 +23,21 @@ def unet2d(seed=0, layers=1):
                        up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8, num_class_embeds=4).eval()
 
 
-def unet_cond(seed=0):
+def text_unet(cls, channels: int, dims: str, seed=0):
+    """A tiny cross-attention UNet of diffusers' class `cls` (dims "2D" or "3D"), on 24-d text states."""
     torch.manual_seed(seed)
-    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=24,
-                                attention_head_dim=4, norm_num_groups=8).eval()
+    return cls(sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(16, 32),
+               layers_per_block=1, down_block_types=(f"CrossAttnDownBlock{dims}", f"DownBlock{dims}"),
+               up_block_types=(f"UpBlock{dims}", f"CrossAttnUpBlock{dims}"), cross_attention_dim=24,
+               attention_head_dim=4, norm_num_groups=8).eval()
+
+
+def unet_cond(seed=0):
+    return text_unet(UNet2DConditionModel, 4, "2D", seed)
 
 
 def unet3d(seed=0):
-    torch.manual_seed(seed)
-    return UNet3DConditionModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(16, 32),
-                                layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-                                up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=24,
-                                attention_head_dim=4, norm_num_groups=8).eval()
+    return text_unet(UNet3DConditionModel, 3, "3D", seed)
 
 
 class Loop:

@@ -233,12 +233,11 @@ class EncoderPropagationHook(ModelHook):
             if i in s.pending:  # served by the batched decoder call of this step's key step
                 eps = s.pending.pop(i)
                 return self._served(self._output_type, eps, return_dict)
-            group = s.groups.get(i)
             key = i in s.keys
-            steps = [i] if not (self.config.parallel and key) else group
-            if self.config.parallel and not key:  # a chunk of a long group (max_parallel) not yet computed
-                steps = next(g for k, g in s.groups.items() if k <= i <= g[-1])
-                steps = steps[steps.index(i):]
+            steps = [i]
+            if self.config.parallel:  # this step and the rest of its key's group (a later chunk: max_parallel)
+                group = next(g for g in s.groups.values() if g[0] <= i <= g[-1])
+                steps = group[group.index(i):]
             if self.config.max_parallel is not None:
                 steps = steps[:self.config.max_parallel]
             return self._run(module, sample, timestep, args, kwargs, steps, key, return_dict)
