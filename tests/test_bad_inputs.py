@@ -14,6 +14,7 @@ import PIL.Image
 import pytest
 import torch
 
+from genlab.acceleration.key_steps import resolve_key_steps
 from genlab.errors import GenlabError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,6 +208,13 @@ CASES = [
     ("video-frames-zero", lambda t: token("nar", (2, 2, 2))(class_labels=[0], num_frames=0), "num_frames"),
     ("video-frames-many", lambda t: token("nar", (2, 2, 2))(class_labels=[0], num_frames=3), "beyond what"),
     ("video-frames-float", lambda t: token("nar", (2, 2, 2))(class_labels=[0], num_frames=1.5), "num_frames"),
+    # Faster Diffusion: key steps of encoder propagation
+    ("keys-out-of-range", lambda t: resolve_key_steps([0, 3, 60], 50), "out of range"),
+    ("keys-not-from-zero", lambda t: resolve_key_steps([1, 3], 50), "must start at 0"),
+    ("keys-unsorted", lambda t: resolve_key_steps([0, 5, 3], 50), "sorted"),
+    ("keys-repeated", lambda t: resolve_key_steps([0, 3, 3], 50), "must not repeat"),
+    ("keys-preset-other-n", lambda t: resolve_key_steps("50ls", 20), "defined for 50 sampling steps"),
+    ("keys-unknown-preset", lambda t: resolve_key_steps("fast", 50), "unknown key-step preset"),
     # MAR / Hi-MAR
     ("mar-temperature-zero", lambda t: call(himar, temperature=0.0), "temperature must be > 0"),
     ("mar-head-steps", lambda t: call(himar, head_steps=0), "head_steps must be a positive integer"),

@@ -149,3 +149,32 @@ def test_brute_force_reference_enumerates_every_schedule():
     errors = torch.rand(6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     costs = {c: schedule_cost(errors, (0, *c)) for c in itertools.combinations(range(1, 6), 2)}
     assert brute_force_statdp(errors, 3)[1] == min(costs.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 300), st.data())
+def test_mar_reveal_schedule_reveals_every_token_once_in_order(n, data):
+    from genlab.schedulers.masking import mask_from_order, random_orders, reveal_counts
+
+    k = data.draw(st.integers(1, n))
+    counts = reveal_counts(n, k)
+    assert len(counts) == k and sum(counts) == n and min(counts) >= 1
+    orders = random_orders(2, n, torch.Generator().manual_seed(0))
+    still = n
+    for c in counts:  # the masks shrink: each step unmasks exactly its count, never re-masks a token
+        before, still = mask_from_order(orders, still), still - c
+        after = mask_from_order(orders, still)
+        assert (before.sum(1) == still + c).all() and (after.sum(1) == still).all() and not (after & ~before).any()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 200), st.integers(1, 12))
+def test_key_step_groups_partition_the_steps(n, m):
+    from genlab.acceleration.key_steps import key_groups, resolve_key_steps
+
+    for spec in (m, "pro", "all"):
+        keys = resolve_key_steps(spec, n)
+        groups = key_groups(keys, n)
+        assert keys[0] == 0 and keys == sorted(set(keys))
+        assert [g[0] for g in groups] == keys and sum(groups, []) == list(range(n))
+    assert len(resolve_key_steps(m, n)) == -(-n // m)
