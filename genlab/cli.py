@@ -192,7 +192,7 @@ def cmd_sample(args) -> int:
             raise GenlabError(f"{type(pipe).__name__} is text-conditioned: pass --prompt TEXT [TEXT ...]")
         inputs["prompt"] = args.prompt
     if "class_labels" in conditioning and (args.labels or "prompt" not in inputs):
-        labels = args.labels or list(range(getattr(pipe, pipe.conditioning_component).config.num_classes))
+        labels = args.labels or list(range(pipe.num_classes))
         inputs["class_labels"] = [int(x) if isinstance(x, str) and x.lstrip("-").isdigit() else x for x in labels]
     rows = max(len(v) for v in inputs.values())
     inputs = {k: [x for x in v for _ in range(args.num_per_label)] for k, v in inputs.items()}

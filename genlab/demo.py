@@ -93,6 +93,11 @@ def describe(path: str) -> PipelineSpec:
     class_names, num_classes, condition_config = [], None, None
     first = getattr(cls, "conditioning_component", "transformer")
     components = sorted((k for k, v in index.items() if isinstance(v, list)), key=lambda k: k != first)
+    if first is None:  # the pipeline's own config (model_index.json) says how it is conditioned
+        condition_config = index
+        class_names = [str(c) for c in index.get("class_names") or []]
+        num_classes = index.get("num_classes")
+        components = []
     for comp in components:
         config_file = os.path.join(path, comp, "config.json")
         if os.path.isfile(config_file):

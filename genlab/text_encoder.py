@@ -115,3 +115,31 @@ class MiniLMTextEncoder(ModelMixin, ConfigMixin):
         encoder = cls.from_config(config)
         dtype = kwargs.get("torch_dtype")
         return encoder.to(dtype) if isinstance(dtype, torch.dtype) else encoder
+
+
+class TextEmbeddingCache:
+    """The frozen encoder's states of each distinct prompt, computed once: a training loop over a captioned data
+    set meets the same few hundred captions thousands of times, and one MiniLM pass per batch would cost more
+    than a small denoiser's step. Each prompt is encoded on its own and a batch is zero-padded to its longest
+    prompt (the states of real tokens match a padded batch's to float rounding)."""
+
+    def __init__(self, encoder: MiniLMTextEncoder, max_entries: int = 100_000):
+        self.encoder = encoder
+        self.max_entries = max_entries
+        self._states: dict[str, torch.Tensor] = {}
+
+    def __call__(self, prompts: list[str]) -> TextEmbeddings:
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._states]
+        if missing and len(self._states) + len(missing) > self.max_entries:
+            self._states.clear()
+        for p in missing:
+            out = self.encoder.encode([p])
+            self._states[p] = out.hidden_states[0, out.attention_mask[0]].cpu()
+        states = [self._states[p] for p in prompts]
+        length = max(s.shape[0] for s in states)
+        hidden = torch.zeros(len(states), length, states[0].shape[-1])
+        mask = torch.zeros(len(states), length, dtype=torch.bool)
+        for i, s in enumerate(states):
+            hidden[i, :s.shape[0]], mask[i, :s.shape[0]] = s, True
+        pooled = F.normalize(hidden.sum(1) / mask.sum(1, keepdim=True).clamp(min=1), dim=-1)
+        return TextEmbeddings(hidden_states=hidden, attention_mask=mask, pooled=pooled)

@@ -62,7 +62,7 @@ def evaluation_inputs(pipe, dataset: str, num_samples: int) -> tuple[dict, torch
 
     conditioning = pipe.conditioning_inputs()
     if "class_labels" in conditioning:
-        num_classes = getattr(pipe, pipe.conditioning_component).config.num_classes
+        num_classes = pipe.num_classes
         labels = torch.arange(num_samples) % num_classes
         return {"class_labels": labels.tolist()}, labels, None
     if "prompt" in conditioning:

@@ -55,8 +55,8 @@ class GenlabPipeline(DiffusionPipeline):
     acceleration_off: dict = {}
     #: One line naming the trick for a user interface, e.g. "encoder sharing".
     acceleration_label: str = ""
-    #: The component whose config holds num_classes / class_names.
-    conditioning_component: str = "transformer"
+    #: The component whose config holds num_classes / class_names (None: the pipeline's own config).
+    conditioning_component: str | None = "transformer"
     #: True for pipelines whose output is GenlabVideoOutput (frames) rather than images.
     produces_video: bool = False
 
@@ -69,15 +69,25 @@ class GenlabPipeline(DiffusionPipeline):
         params = call_parameters(cls)
         return tuple(name for name in CONDITIONING_INPUTS if name in params)
 
+    def condition_config(self) -> dict | None:
+        """The config that says how this pipeline is conditioned (num_classes, class_names, text_dim, ...): that of
+        its `conditioning_component`, or the pipeline's own (model_index.json) where that is None."""
+        if self.conditioning_component is None:
+            return dict(self.config)
+        component = getattr(self, self.conditioning_component, None)
+        return dict(component.config) if component is not None else None
+
     def conditioning_inputs(self) -> tuple[str, ...]:
         """What this pipeline, with its components, is conditioned on."""
-        component = getattr(self, self.conditioning_component, None)
-        return self.conditioning_for(dict(component.config) if component is not None else None)
+        return self.conditioning_for(self.condition_config())
+
+    @property
+    def num_classes(self) -> int | None:
+        return (self.condition_config() or {}).get("num_classes")
 
     @property
     def class_names(self) -> list[str] | None:
-        component = getattr(self, self.conditioning_component, None)
-        return component.config.get("class_names") if component is not None else None
+        return (self.condition_config() or {}).get("class_names")
 
     # ------------------------------------------------------------ checks
     @staticmethod

@@ -109,18 +109,22 @@ class PipelineBuilder:
         seed_construction(recipe)
         self.dataset = build_dataset(recipe["data"])
         self.tokenizer = build_tokenizer(recipe.get("tokenizer"), self.dataset.channels)
-        spec = dict(recipe.get("model", {}))
-        preset = spec.pop("preset", None)
-        model_cls = registry.export(self.model_class)
-        check_section_types("model", spec, model_cls)
-        spec.update(self.data_config(), **self.condition_config())
-        self.model = model_cls.from_preset(preset, **spec) if preset else model_cls(**spec)
+        self.model = self.build_model(dict(recipe.get("model", {})))
         objective_spec = dict(recipe.get("objective", {}))
         objective_cls = registry.objective(objective_spec.pop("type", self.objective_type))
         self.objective = self.make_objective(objective_cls, objective_spec)
         self.sample_args = dict(recipe.get("sample", {}))
 
     # ------------------------------------------------------------ hooks a model family overrides
+    def build_model(self, spec: dict):
+        """The model of the recipe's model section: the registered `model_class`, from `preset` if one is named,
+        with the entries fixed by the data and the conditioning."""
+        preset = spec.pop("preset", None)
+        model_cls = registry.export(self.model_class)
+        check_section_types("model", spec, model_cls)
+        spec.update(self.data_config(), **self.condition_config())
+        return model_cls.from_preset(preset, **spec) if preset else model_cls(**spec)
+
     def data_config(self) -> dict:
         """Model config entries fixed by the data and the tokenizer."""
         return {}

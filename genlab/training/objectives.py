@@ -28,6 +28,16 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
 
 
+def encode_latents(tokenizer: nn.Module, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """A continuous tokenizer's latents of `images`: a posterior sample where the tokenizer has one (as MAR and
+    latent diffusion train on), else its deterministic encoding."""
+    import inspect
+
+    if "sample" in inspect.signature(tokenizer.encode).parameters:
+        return tokenizer.encode(images, generator=generator, sample=True)
+    return tokenizer.encode(images)
+
+
 class FlowMatchingObjective(nn.Module):
     """Class-conditional flow matching: x_t = t x + (1 - t) e, target v = x - e, label dropout for CFG.
 
@@ -108,11 +118,7 @@ class MaskedTokensObjective(nn.Module):
         self.low_res = low_res
 
     def encode(self, images, generator):
-        import inspect
-
-        if "sample" in inspect.signature(self.tokenizer.encode).parameters:
-            return self.tokenizer.encode(images, generator=generator, sample=True)
-        return self.tokenizer.encode(images)
+        return encode_latents(self.tokenizer, images, generator)
 
     def forward(self, model, batch, generator=None, step=None):
         bare = unwrap(model)
