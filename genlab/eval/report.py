@@ -9,13 +9,15 @@ import platform
 from ..errors import GenlabError
 
 
-def load_expected(path: str, expected: str, flag: str):
-    """Load the pipeline folder `path` and check it holds an `expected` pipeline (named by `flag` in errors)."""
+def load_expected(path: str, expected: str | tuple, flag: str):
+    """Load the pipeline folder `path` and check it holds an `expected` pipeline class (a name or a tuple of names;
+    `flag` names the argument in errors)."""
     from ..pipelines.loading import load_pipeline
 
+    names = (expected,) if isinstance(expected, str) else tuple(expected)
     pipe = load_pipeline(path)
-    if type(pipe).__name__ != expected:
-        raise GenlabError(f"{flag} {path} holds a {type(pipe).__name__}, expected a {expected}")
+    if type(pipe).__name__ not in names:
+        raise GenlabError(f"{flag} {path} holds a {type(pipe).__name__}, expected a {' or '.join(names)}")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -91,4 +91,5 @@ register_method(
     pipelines={"UNetPipeline": "genlab.pipelines.unet", "UNetVideoPipeline": "genlab.pipelines.unet"},
     recipe_kinds={"unet": UNetBuilder},
     objectives={"noise_prediction": "genlab.training.noise_prediction:NoisePredictionObjective"},
+    benches={"faster-diffusion": "genlab.eval.bench_faster_diffusion:BENCH"},
 )
