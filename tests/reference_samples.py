@@ -1,7 +1,7 @@
 """Reference samples of every shipped pipeline, saved once so that refactors can prove they change no number.
 
 `python tests/reference_samples.py` (one torch thread, as the test suite runs) samples each call below and writes
-tests/data/reference_samples.safetensors; tests/test_reference_samples.py samples the same calls and compares bit for
+tests/data/reference_samples.safetensors (`--add`: only the calls it lacks); tests/test_reference_samples.py samples the same calls and compares bit for
 bit. Regenerate only when a change is meant to alter the samples, and say so in the commit.
 """
 
@@ -26,6 +26,9 @@ CALLS = {
     "ar-digits": ("ar-digits", dict(class_labels=[4, 6], guidance_scale=2.0, temperature=0.8)),
     "nar-digits": ("nar-digits", dict(class_labels=[4, 6], guidance_scale=2.0, temperature=0.8)),
     "nar-shapes-video": ("nar-shapes-video", dict(class_labels=[0, 3], guidance_scale=1.5)),
+    "unet-digits": ("unet-digits", dict(class_labels=[1, 8], num_inference_steps=10, guidance_scale=1.5)),
+    "unet-digits-propagation": ("unet-digits", dict(class_labels=[2, 7], num_inference_steps=12, guidance_scale=1.5,
+                                                    key_steps="pro")),
 }
 
 
@@ -47,10 +50,12 @@ def sample(name: str, legacy: bool = False) -> torch.Tensor:
 if __name__ == "__main__":
     import sys
 
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     torch.set_num_threads(1)
     legacy = "--legacy" in sys.argv
     os.makedirs(os.path.dirname(FILE), exist_ok=True)
-    save_file({name: sample(name, legacy).contiguous() for name in CALLS}, FILE)
+    # `--add`: write only the calls the file lacks (a newly shipped pipeline), keeping every stored sample as it is
+    stored = load_file(FILE) if "--add" in sys.argv and os.path.isfile(FILE) else {}
+    save_file({name: stored[name] if name in stored else sample(name, legacy).contiguous() for name in CALLS}, FILE)
     print(f"wrote {FILE}")
