@@ -38,25 +38,17 @@ def _flops(run) -> int:
 def _quality(pipe, dataset, num_samples, guidance, seeds, classifier, reals, key_steps, plain=None) -> dict:
     """Accuracy / colour accuracy / FD over seeds for one key-step choice; with `plain` (seed -> images) also the
     mean absolute deviation from the plain samples drawn from the same noise."""
-    from . import class_accuracy, color_accuracy, frechet_distance
-    from .runner import evaluation_inputs, generate
+    from .runner import evaluation_inputs, generate, score_samples
 
     inputs, labels, attributes = evaluation_inputs(pipe, dataset, num_samples)
     images = {}
+    names = {"class_accuracy": "accuracy", "frechet_distance": "fd", "color_accuracy": "color_accuracy"}
 
     def measure(seed):
         extra = {} if key_steps is None else {"key_steps": key_steps, "parallel": True}
         fakes = generate(pipe, inputs, STEPS, guidance, seed, 100, **extra)
         images[seed] = fakes
-        flat, flat_labels, attrs = fakes, labels, attributes
-        if fakes.dim() == 5:
-            frames = fakes.shape[1]
-            flat, flat_labels = fakes.flatten(0, 1), labels.repeat_interleave(frames)
-            attrs = [a for a in attributes for _ in range(frames)] if attributes else None
-        out = {"accuracy": class_accuracy(flat, flat_labels, classifier), "fd": frechet_distance(reals, flat,
-                                                                                               classifier)}
-        if attrs and all("color" in a for a in attrs):
-            out["color_accuracy"] = color_accuracy(flat, [a["color"] for a in attrs])
+        out = {names[k]: v for k, v in score_samples(fakes, labels, attributes, classifier, reals).items()}
         if plain is not None:
             out["deviation"] = float((fakes - plain[seed]).abs().mean())
         return out

@@ -17,7 +17,7 @@ from ..errors import GenlabError, check_positive_int
 from ..pipelines.loading import accepted, takes_steps
 
 __all__ = ["evaluate_path", "evaluate_pipeline", "evaluate_tokenizer", "generate", "generate_balanced",
-           "takes_steps"]
+           "score_samples", "takes_steps"]
 
 
 def evaluate_path(path: str, dataset: str | None = None, **kwargs) -> dict:
@@ -79,7 +79,7 @@ def evaluation_inputs(pipe, dataset: str, num_samples: int) -> tuple[dict, torch
 def evaluate_pipeline(path: str, dataset: str | None = None, num_samples: int = 200, steps: int | None = None,
                       guidance: float | None = None, seed: int = 0, batch_size: int = 100) -> dict:
     from ..pipelines.loading import load_pipeline, sampling_defaults, training_info
-    from . import class_accuracy, color_accuracy, frechet_distance, load_classifier, real_reference
+    from . import load_classifier, real_reference
 
     num_samples = check_positive_int(num_samples, "num_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -94,21 +94,34 @@ def evaluate_pipeline(path: str, dataset: str | None = None, num_samples: int = 
     start = time.perf_counter()
     fakes = generate(pipe, inputs, steps, guidance, seed, batch_size, **extra)
     seconds = time.perf_counter() - start
-    if fakes.dim() == 5:  # clips: every frame is scored against its clip's conditioning
-        frames = fakes.shape[1]
-        fakes, labels = fakes.flatten(0, 1), labels.repeat_interleave(frames)
-        attributes = [a for a in attributes for _ in range(frames)] if attributes else None
     reals = real_reference(dataset, "test")
+    scores = score_samples(fakes, labels, attributes, classifier, reals)
     result = {
         "pipeline": path, "dataset": dataset, "num_samples": num_samples,
         "steps": steps if takes_steps(pipe) else None, "guidance": guidance, "seed": seed,
-        "conditioning": sorted(inputs), "class_accuracy": class_accuracy(fakes, labels, classifier),
-        "frechet_distance": frechet_distance(reals, fakes, classifier), "reference_images": len(reals),
+        "conditioning": sorted(inputs), "class_accuracy": scores["class_accuracy"],
+        "frechet_distance": scores["frechet_distance"], "reference_images": len(reals),
         "sampling_seconds": seconds,
     }
-    if attributes and all("color" in a for a in attributes):
-        result["color_accuracy"] = color_accuracy(fakes, [a["color"] for a in attributes])
+    if "color_accuracy" in scores:
+        result["color_accuracy"] = scores["color_accuracy"]
     return result
+
+
+def score_samples(fakes: torch.Tensor, labels: torch.Tensor, attributes: list | None, classifier, reals) -> dict:
+    """class_accuracy and frechet_distance of samples in [-1, 1] (images, or clips scored frame by frame against
+    their clip's conditioning), and color_accuracy where the attributes name a colour."""
+    from . import class_accuracy, color_accuracy, frechet_distance
+
+    if fakes.dim() == 5:
+        frames = fakes.shape[1]
+        fakes, labels = fakes.flatten(0, 1), labels.repeat_interleave(frames)
+        attributes = [a for a in attributes for _ in range(frames)] if attributes else None
+    scores = {"class_accuracy": class_accuracy(fakes, labels, classifier),
+              "frechet_distance": frechet_distance(reals, fakes, classifier)}
+    if attributes and all("color" in a for a in attributes):
+        scores["color_accuracy"] = color_accuracy(fakes, [a["color"] for a in attributes])
+    return scores
 
 
 def evaluate_tokenizer(path: str, dataset: str | None = None, batch_size: int = 100) -> dict:

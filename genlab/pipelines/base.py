@@ -97,6 +97,16 @@ class GenlabPipeline(DiffusionPipeline):
             raise GenlabError(f"num_inference_steps={steps} is more than the {MAX_INFERENCE_STEPS} a call may take")
         return steps
 
+    def check_continuous_tokenizer(self, channels: int, model: str = "transformer"):
+        """The image_tokenizer must decode what `model` generates: continuous latents with `channels` channels."""
+        tok = self.image_tokenizer
+        if getattr(tok, "is_discrete", False):
+            raise GenlabError(f"{type(self).__name__} needs a continuous image_tokenizer (pixels or kl), got "
+                              f"{type(tok).__name__}")
+        if tok.latent_channels != channels:
+            raise GenlabError(f"the image_tokenizer ({type(tok).__name__}) has {tok.latent_channels} latent channels "
+                              f"but the {model} generates {channels}: the components do not belong together")
+
     @staticmethod
     def check_output_type(output_type: str):
         if output_type not in OUTPUT_TYPES:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import GenlabError
 from ..schedulers import GuidanceSchedule
 from .base import GenlabPipeline
 
@@ -25,14 +24,7 @@ class FlowDiTPipeline(GenlabPipeline):
 
     def check_components(self):
         """The tokenizer must decode what the transformer generates: continuous latents of its channel count."""
-        tok, cfg = self.image_tokenizer, self.transformer.config
-        if getattr(tok, "is_discrete", False):
-            raise GenlabError(f"{type(self).__name__} needs a continuous image_tokenizer (pixels or kl), got "
-                              f"{type(tok).__name__}")
-        if tok.latent_channels != cfg.in_channels:
-            raise GenlabError(f"the image_tokenizer ({type(tok).__name__}) has {tok.latent_channels} latent channels "
-                              f"but the transformer generates {cfg.in_channels}: the components do not belong "
-                              "together")
+        self.check_continuous_tokenizer(self.transformer.config.in_channels)
 
     def denoise(self, x, labels, guidance: GuidanceSchedule, callback_on_step_end=None,
                 callback_on_step_end_tensor_inputs=("latents",)):

@@ -32,12 +32,8 @@ class MARPipeline(GenlabPipeline):
         return ("prompt",) if config.get("text_dim") else ("class_labels",)
 
     def check_components(self):
-        tok, cfg = self.image_tokenizer, self.transformer.config
-        if getattr(tok, "is_discrete", False):
-            raise GenlabError(f"{type(self).__name__} needs a continuous image_tokenizer, got {type(tok).__name__}")
-        if tok.latent_channels != cfg.in_channels:
-            raise GenlabError(f"the image_tokenizer has {tok.latent_channels} latent channels but the transformer "
-                              f"models {cfg.in_channels}: the components do not belong together")
+        cfg = self.transformer.config
+        self.check_continuous_tokenizer(cfg.in_channels)
         if cfg.text_dim and self.text_encoder is None:
             raise GenlabError("this transformer is text-conditioned but the pipeline has no text_encoder")
         if cfg.text_dim and self.text_encoder.hidden_size != cfg.text_dim:

@@ -13,6 +13,7 @@ encoder propagation (genlab.acceleration.encoder_propagation) for this call only
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
@@ -33,6 +34,15 @@ def unet_conditioning(unet) -> str:
         return "class"
     raise GenlabError(f"a UNet pipeline needs a class-conditional UNet2DModel (num_class_embeds set) or a "
                       f"{' / '.join(TEXT_UNETS)}, got {name}")
+
+
+def text_condition(unet, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    """The UNet's keyword arguments for text states: cross-attention context, and the padding mask where the UNet
+    takes one (UNet3DConditionModel's forward has none)."""
+    cond = {"encoder_hidden_states": hidden_states.to(device=unet.device, dtype=unet.dtype)}
+    if "encoder_attention_mask" in inspect.signature(unet.forward).parameters:
+        cond["encoder_attention_mask"] = attention_mask.to(unet.device)
+    return cond
 
 
 class UNetPipeline(GenlabPipeline):
@@ -77,13 +87,7 @@ class UNetPipeline(GenlabPipeline):
 
     def check_components(self):
         kind = unet_conditioning(self.unet)
-        tok = self.image_tokenizer
-        if getattr(tok, "is_discrete", False):
-            raise GenlabError(f"{type(self).__name__} needs a continuous image_tokenizer (pixels or kl), got "
-                              f"{type(tok).__name__}")
-        if tok.latent_channels != self.unet.config.in_channels:
-            raise GenlabError(f"the image_tokenizer has {tok.latent_channels} latent channels but the UNet takes "
-                              f"{self.unet.config.in_channels}: the components do not belong together")
+        self.check_continuous_tokenizer(self.unet.config.in_channels, "UNet")
         if kind == "text":
             if self.text_encoder is None:
                 raise GenlabError("this UNet is text-conditioned but the pipeline has no text_encoder")
@@ -106,10 +110,7 @@ class UNetPipeline(GenlabPipeline):
             raise GenlabError("this UNet is text-conditioned: pass prompt, not class_labels")
         prompts = self.resolve_prompts(prompt)
         text = self.text_encoder.encode(([""] * len(prompts) if guided else []) + prompts)
-        cond = {"encoder_hidden_states": text.hidden_states.to(device=device, dtype=self.unet.dtype)}
-        if "encoder_attention_mask" in inspect.signature(self.unet.forward).parameters:  # UNet3D has none
-            cond["encoder_attention_mask"] = text.attention_mask.to(device)
-        return cond, len(prompts)
+        return text_condition(self.unet, text.hidden_states, text.attention_mask), len(prompts)
 
     # ------------------------------------------------------------ sampling
     def latent_shape(self, batch_size: int) -> tuple:
@@ -119,7 +120,7 @@ class UNetPipeline(GenlabPipeline):
 
     def denoise(self, x, cond: dict, guidance: float, guided: bool, eta, generator, callback_on_step_end,
                 tensor_inputs):
-        params = self.scheduler_step_parameters()
+        params = inspect.signature(self.scheduler.step).parameters  # DDIM takes eta; DDPM, DPM-Solver++ do not
         extra = {k: v for k, v in {"eta": eta, "generator": generator}.items() if k in params}
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             x_in = torch.cat([x, x]) if guided else x
@@ -130,9 +131,6 @@ class UNetPipeline(GenlabPipeline):
             x = self.scheduler.step(eps, t, x, **extra).prev_sample
             x = self.step_callback(callback_on_step_end, tensor_inputs, i, t, {"latents": x})["latents"]
         return x
-
-    def scheduler_step_parameters(self) -> set:
-        return set(inspect.signature(self.scheduler.step).parameters)
 
     def decode(self, latents, output_type, return_dict):
         return self.image_output(self.image_tokenizer.decode(latents), output_type, return_dict)
@@ -149,17 +147,15 @@ class UNetPipeline(GenlabPipeline):
         generator = self.check_generator(generator, batch)
         device = self._execution_device
         x = self.prepare_latents(self.latent_shape(batch), generator, latents, device, self.unet.dtype)
+        propagation = contextlib.nullcontext()
         if key_steps is not None:
             from ..acceleration.encoder_propagation import encoder_propagation, get_encoder_propagation
 
             if get_encoder_propagation(self) is not None:
                 raise GenlabError("encoder propagation is already applied to this pipeline: call it without "
                                   "key_steps, or remove_encoder_propagation(pipe) first")
-            with encoder_propagation(self, key_steps=key_steps, parallel=bool(parallel)):
-                self.scheduler.set_timesteps(steps, device=device)
-                x = self.denoise(x * self.scheduler.init_noise_sigma, cond, guidance, guided, eta, generator,
-                                 callback_on_step_end, callback_on_step_end_tensor_inputs)
-        else:
+            propagation = encoder_propagation(self, key_steps=key_steps, parallel=bool(parallel))
+        with propagation:  # set_timesteps inside: the hook starts its run there
             self.scheduler.set_timesteps(steps, device=device)
             x = self.denoise(x * self.scheduler.init_noise_sigma, cond, guidance, guided, eta, generator,
                              callback_on_step_end, callback_on_step_end_tensor_inputs)

@@ -49,11 +49,10 @@ class NoisePredictionObjective(nn.Module):
         if self.text is None:
             raise GenlabError("a text-conditioned UNet trains with a text_encoder in its objective")
         captions = ["" if d else c for d, c in zip(drop.tolist(), batch["caption"])]
+        from ..pipelines.unet import text_condition
+
         text = self.text(captions)
-        cond = {"encoder_hidden_states": text.hidden_states.to(device)}
-        if type(bare).__name__ != "UNet3DConditionModel":  # UNet3D's forward takes no attention mask
-            cond["encoder_attention_mask"] = text.attention_mask.to(device)
-        return cond
+        return text_condition(bare, text.hidden_states, text.attention_mask)
 
     def forward(self, model, batch, generator=None):
         bare = unwrap(model)
