@@ -37,7 +37,7 @@ for index in names:
     steps, guidance, sample = sampling_defaults(path)
     pipe = load_pipeline(path)
     pipe.set_progress_bar_config(disable=True)
-    k = getattr(pipe, pipe.conditioning_component).config.num_classes
+    k = pipe.num_classes
     extra = {k_: v for k_, v in sample.items() if k_ not in ("num_inference_steps", "guidance_scale")}
     call = accepted(pipe, {"num_inference_steps": steps, "guidance_scale": guidance, **extra})
     if "sharing" in call or type(pipe).__name__ == "DDTPipeline":
