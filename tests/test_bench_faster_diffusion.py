@@ -41,10 +41,10 @@ def test_bench_rows_ratios_ceiling_key_steps_and_report(folder, tmp_path):
         assert s["flop_ceiling"]["50ls parallel"] > 1.0
         assert s["seconds"]["plain"] / s["seconds"]["50ls parallel"] == pytest.approx(s["speedup"]["50ls parallel"])
     q = row["quality"]
-    assert list(q) == ["plain", "50ls", "uniform:6", "statdp"]
-    assert [len(q[k]["key_steps"]) for k in q] == [50, 9, 9, 9]
+    assert list(q) == ["plain", "50ls", "uniform:6", "statdp", "[0]"]
+    assert [len(q[k]["key_steps"]) for k in q] == [50, 9, 9, 9, 1] and q["[0]"]["key_steps"] == [0]
     assert q["statdp"]["key_steps"][0] == 0 and q["uniform:6"]["key_steps"] == list(range(0, 50, 6))
-    assert "deviation_mean" not in q["plain"] and all(q[k]["deviation_mean"] > 0 for k in ("50ls", "statdp"))
+    assert "deviation_mean" not in q["plain"] and all(q[k]["deviation_mean"] > 0 for k in ("50ls", "statdp", "[0]"))
     assert res["summary"]["speed_ratio"] == row["speed"][-1]["speedup"]["50ls parallel"]
 
 
