@@ -72,7 +72,10 @@ def test_save_load_round_trip_gives_identical_outputs(kind, tmp_path):
 
 
 def test_tokenizers_table_and_load_errors(tmp_path):
-    assert TOKENIZERS == {"pixels": PixelTokenizer, "kl": KLTokenizer, "vq": VQTokenizer}
+    from genlab.tokenizers import MultiScaleVQTokenizer
+
+    assert TOKENIZERS == {"pixels": PixelTokenizer, "kl": KLTokenizer, "vq": VQTokenizer,
+                          "multiscale_vq": MultiScaleVQTokenizer}
     with pytest.raises(GenlabError, match="missing folder"):
         load_tokenizer(tmp_path / "nope")
     (tmp_path / "config.json").write_text('{"_class_name": "UNet2DModel"}')

@@ -11,6 +11,7 @@ register_method(
         "PixelTokenizer": "genlab.tokenizers.pixels",
         "KLTokenizer": "genlab.tokenizers.kl",
         "VQTokenizer": "genlab.tokenizers.vq",
+        "MultiScaleVQTokenizer": "genlab.tokenizers.multiscale_vq",
         "MiniLMTextEncoder": "genlab.text_encoder",
         "FlowMatchScheduler": "genlab.schedulers.flow_match",
         "GuidanceSchedule": "genlab.schedulers.guidance",

@@ -1,4 +1,5 @@
-"""Image tokenizers shared by every method: pixels (identity), kl (AutoencoderKL latents), vq (codebook ids)."""
+"""Image tokenizers shared by every method: pixels (identity), kl (AutoencoderKL latents), vq (codebook ids),
+multiscale_vq (VAR's multi-scale residual VQ)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from ..eval.metrics import reconstruction_psnr
 from ..files import read_json
 from .base import ImageTokenizer
 from .kl import KLTokenizer
+from .multiscale_vq import MultiScaleVQTokenizer
 from .pixels import PixelTokenizer
 from .vq import VectorQuantizer, VQTokenizer
 
-TOKENIZERS = {"pixels": PixelTokenizer, "kl": KLTokenizer, "vq": VQTokenizer}
+TOKENIZERS = {"pixels": PixelTokenizer, "kl": KLTokenizer, "vq": VQTokenizer, "multiscale_vq": MultiScaleVQTokenizer}
 
 
 def load_tokenizer(path, subfolder: str | None = None, **kwargs) -> ImageTokenizer:
@@ -32,6 +34,7 @@ __all__ = [
     "TOKENIZERS",
     "ImageTokenizer",
     "KLTokenizer",
+    "MultiScaleVQTokenizer",
     "PixelTokenizer",
     "VQTokenizer",
     "VectorQuantizer",
