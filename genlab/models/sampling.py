@@ -1,4 +1,4 @@
-"""One sampler for every order-based token model (raster AR, NAR; later ETT, M-VAR).
+"""One sampler for every order-based token model (raster AR, NAR, next-scale VAR / M-VAR; later ETT).
 
 The model supplies `levels` (the raster indices produced per forward pass), `new_state(batch)` (its decoding state,
 e.g. KV caches, a Mamba state or a transformers Cache: the sampler only carries it) and
@@ -74,12 +74,14 @@ class TokenSample:
 def generate_tokens(model, class_labels: torch.Tensor, guidance: GuidanceSchedule | float = 1.0,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                     generator: torch.Generator | None = None, return_logits: bool = False,
-                    callback=None, progress=None) -> TokenSample:
+                    callback=None, progress=None, state_kwargs: dict | None = None) -> TokenSample:
     """Sample (B, N) token ids for class_labels (B,) with the model's own order.
 
     callback(step, level, tokens): called after every forward pass with the step index, the raster indices (n_k,)
     just sampled and the (B, N) ids so far (a copy; positions not yet sampled hold -1), e.g. to animate decoding.
-    progress: wraps the iterable of levels (a pipeline's `progress_bar`)."""
+    progress: wraps the iterable of levels (a pipeline's `progress_bar`).
+    state_kwargs: passed to `model.new_state` (e.g. the tokenizer step a next-scale model needs).
+    A model with `guidance_progress(step)` sets the t of each step's guidance itself (VAR: by scale index)."""
     check_sampling_args(temperature, top_k, top_p)
     if not isinstance(guidance, GuidanceSchedule):
         guidance = GuidanceSchedule(float(guidance))
@@ -91,7 +93,8 @@ def generate_tokens(model, class_labels: torch.Tensor, guidance: GuidanceSchedul
     use_cfg = guidance.active
     if use_cfg:
         labels = cfg_labels(labels, model.null_class)
-    state = model.new_state(labels.shape[0])
+    state = model.new_state(labels.shape[0], **(state_kwargs or {}))
+    progress_of = getattr(model, "guidance_progress", None)
     tokens = torch.zeros(B, N, dtype=torch.long, device=labels.device)
     all_logits = torch.zeros(B, N, model.config.vocab_size, device=labels.device) if return_logits else None
     filled = torch.zeros(N, dtype=torch.bool, device=labels.device)
@@ -101,7 +104,11 @@ def generate_tokens(model, class_labels: torch.Tensor, guidance: GuidanceSchedul
         mixed = model.decode_step(inputs, positions, labels, state, level)
         calls += 1
         if use_cfg:
-            mixed = cfg_combine(mixed, guidance.at_tokens(done, N))
+            if progress_of is not None and guidance.kind != "tokens":
+                scale = guidance(progress_of(calls - 1))
+            else:
+                scale = guidance.at_tokens(done, N)
+            mixed = cfg_combine(mixed, scale)
         new = sample_from_logits(mixed, temperature, top_k, top_p, generator)
         target = level.to(tokens.device)
         tokens[:, target] = new

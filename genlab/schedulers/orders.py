@@ -103,6 +103,11 @@ def level_mask(level_of: torch.Tensor, num_cond: int = 0) -> torch.Tensor:
     return mask
 
 
+def same_level_mask(level_of: torch.Tensor) -> torch.Tensor:
+    """(N, N) block-diagonal mask: token p sees token q iff level(q) == level(p) (M-VAR's intra-scale attention)."""
+    return level_of[None, :] == level_of[:, None]
+
+
 def proximity_mask(grid, start=None, num_cond: int = 0) -> torch.Tensor:
     """NAR's proximity-aware mask: `level_mask` of the Manhattan distance from `start`."""
     return level_mask(manhattan_distance(grid, start), num_cond)
