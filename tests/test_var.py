@@ -145,3 +145,37 @@ def test_bad_inputs_are_one_line_errors(tok):
         generate_tokens(m, torch.tensor([0]), top_p=1.5, state_kwargs={"next_input": tok.next_scale_input})
     with pytest.raises(GenlabError, match="class_labels"):
         generate_tokens(m, torch.tensor([12]), state_kwargs={"next_input": tok.next_scale_input})
+
+
+@pytest.mark.parametrize("recipe, cls", [("var-digits", "VARPipeline"), ("mvar-digits", "MVARPipeline")])
+def test_recipes_train_save_and_load_with_diffusers(recipe, cls, tmp_path, tok):
+    from diffusers import DiffusionPipeline
+
+    from genlab.training.recipe import load_recipe, run_recipe
+
+    tok.save_pretrained(tmp_path / "msvq")
+    overrides = [f"tokenizer.path={tmp_path / 'msvq'}", "train.steps=2", "train.batch_size=4",
+                 "train.checkpoint_every=2", "model.hidden_size=64", "model.depth=1"]
+    summary = run_recipe(load_recipe(recipe, overrides), str(tmp_path / "pipe"), str(tmp_path / "run"))
+    assert summary["step"] == 2 and all(torch.isfinite(torch.tensor(summary["losses"])))
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe).__name__ == cls
+    out = pipe(class_labels=[0, "7"], generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert out.images.shape == (2, 1, 16, 16) and pipe.last_num_forward == 6
+    again = pipe(class_labels=[0, "7"], generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert torch.equal(out.images, again.images)  # a fixed seed gives the same samples
+    with pytest.raises(GenlabError, match="top_k"):
+        pipe(class_labels=[0], top_k=-1)
+    with pytest.raises(GenlabError, match="top_p"):
+        pipe(class_labels=[0], top_p=0)
+    with pytest.raises(GenlabError, match="class"):
+        pipe(class_labels=[10])
+
+
+def test_the_pipeline_refuses_a_tokenizer_of_another_pyramid(tok):
+    from genlab.pipelines.var import VARPipeline
+
+    pipe = VARPipeline(model("var", patch_nums=(1, 2, 4, 8)), tok)
+    with pytest.raises(GenlabError, match="disagree on patch_nums"):
+        pipe(class_labels=[0])

@@ -54,9 +54,17 @@ class ARPipeline(GenlabPipeline):
             def callback(step, level, partial):
                 callback_on_step_end(self, step, level, {"tokens": partial})
         sample = generate_tokens(self.transformer, labels, guidance, temperature, top_k, top_p, generator,
-                                 callback=callback, progress=self.progress_bar)
+                                 callback=callback, progress=self.progress_bar, state_kwargs=self.sampler_state())
         self.last_num_forward = sample.num_forward
-        return sample.tokens.reshape(len(labels), *self.transformer.grid)
+        return sample.tokens.reshape(len(labels), *self.token_shape())
+
+    def sampler_state(self) -> dict:
+        """What the model's decoding state needs from the pipeline (VAR: the tokenizer's next-scale step)."""
+        return {}
+
+    def token_shape(self) -> tuple[int, ...]:
+        """The shape of one sample's ids, as the tokenizer decodes them."""
+        return tuple(self.transformer.grid)
 
     @torch.no_grad()
     def __call__(self, class_labels=None, guidance_scale: float = 2.0,
