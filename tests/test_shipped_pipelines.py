@@ -74,6 +74,8 @@ QUALITY_FLOORS = {"dit-digits": (50, 10, 0.80), "ddt-digits": (50, 10, 0.95), "d
                   "ddt-fashion": (50, 10, 0.88), "ar-digits": (100, None, 0.63), "nar-digits": (100, None, 0.77),
                   # masked AR samples slowly on 2 cores (~1 s per image): fewer samples, the same three seeds
                   "mar-digits": (10, None, 0.90), "himar-digits": (10, None, 0.90),
+                  # fashion pair: 86.5% / 88.7% over 3 seeds of 200 samples (bench/himar.md); 10 samples per seed here
+                  "mar-fashion": (10, None, 0.70), "himar-fashion": (10, None, 0.70),
                   # unet-digits: 1.000 / 0.950 / 1.000 over the seeds (20 samples, DDIM-20)
                   "unet-digits": (20, 20, 0.90)}
 
@@ -118,4 +120,5 @@ def test_a_method_and_its_baseline_sample_with_the_same_settings(method):
 METHOD_SETTINGS = {
     "himar-digits": {"num_inference_steps": "Hi-MAR's steps count its dense phase only (the 16 pivot steps are "
                                             "fixed): few dense steps after the pivots are the method's claim"},
+    "himar-fashion": {"num_inference_steps": "as himar-digits: 4 dense steps after the 16 pivot steps"},
 }
