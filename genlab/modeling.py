@@ -105,6 +105,14 @@ class GenlabModel(ModelMixin, ConfigMixin):
     def num_parameters(self) -> int:
         return count_parameters(self)
 
+    def _cached(self, key, fn):
+        """A value derived from the config (masks, orders, tables), computed once per model. Kept outside the
+        state dict on purpose: it is rebuilt from the config, not saved with the weights."""
+        cache = self.__dict__.setdefault("_derived_cache", {})
+        if key not in cache:
+            cache[key] = fn()
+        return cache[key]
+
 
 def count_parameters(model) -> int:
     """Number of parameter elements of a module (shared parameters counted once)."""

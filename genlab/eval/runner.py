@@ -136,10 +136,10 @@ def evaluate_tokenizer(path: str, dataset: str | None = None, batch_size: int = 
     tokenizer = load_tokenizer(path).eval()
     images = load_dataset(dataset, split="test").images[:2000]
     with torch.no_grad():
-        recon = torch.cat([tokenizer.reconstruct(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        tokens = [tokenizer.encode(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        recon = torch.cat([tokenizer.decode(t) for t in tokens])
         result = {"tokenizer": path, "dataset": dataset, "images": len(images),
                   "psnr": reconstruction_psnr(tokenizer, images, batch_size), "ssim": ssim(recon.clamp(-1, 1), images)}
         if getattr(tokenizer, "is_discrete", False):  # how much of the codebook the test images use
-            ids = torch.cat([tokenizer.encode(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-            result["codebook_usage"], result["codebook_perplexity"] = tokenizer.codebook_usage(ids)
+            result["codebook_usage"], result["codebook_perplexity"] = tokenizer.codebook_usage(torch.cat(tokens))
     return result

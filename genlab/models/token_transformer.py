@@ -105,13 +105,6 @@ class TokenTransformerMixin(PresetMixin, ClassConditionalMixin):
     def seq_len(self) -> int:
         return 1 + self.num_tokens
 
-    def _cached(self, key, fn):
-        # Derived from the config, not buffers: they must not enter the state dict.
-        cache = self.__dict__.setdefault("_derived_cache", {})
-        if key not in cache:
-            cache[key] = fn()
-        return cache[key]
-
     @property
     def levels(self) -> list[torch.Tensor]:
         return self._cached("levels", self.decoding_levels)

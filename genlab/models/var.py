@@ -28,7 +28,7 @@ from ..errors import GenlabError, check_positive_int
 from ..layers import KVCache
 from ..layers.attention import attention
 from ..modeling import ClassConditionalMixin, GenlabModel, PresetMixin
-from ..schedulers.orders import level_mask
+from ..schedulers.orders import check_patch_nums, level_mask
 
 VAR_PRESETS = {
     # name: depth; width 64 * depth and one head per 64 channels as VAR, except the CPU-sized ones
@@ -39,12 +39,6 @@ VAR_PRESETS = {
     "d24": dict(depth=24, hidden_size=1536, num_heads=24),
     "d30": dict(depth=30, hidden_size=1920, num_heads=30),
 }
-
-
-def check_patch_nums(patch_nums) -> tuple[int, ...]:
-    from ..tokenizers.multiscale_vq import check_patch_nums as check
-
-    return check(patch_nums)
 
 
 def scale_of_positions(patch_nums) -> torch.Tensor:
@@ -243,12 +237,6 @@ class VARModel(PresetMixin, ClassConditionalMixin, GenlabModel):
         for p in self.patch_nums:
             starts.append(starts[-1] + p * p)
         return [torch.arange(a, b) for a, b in zip(starts, starts[1:])]
-
-    def _cached(self, key, fn):
-        cache = self.__dict__.setdefault("_derived_cache", {})  # derived from the config: not in the state dict
-        if key not in cache:
-            cache[key] = fn()
-        return cache[key]
 
     def guidance_progress(self, step: int) -> float:
         """VAR's CFG ramp runs over the scales: t_k = k / (K - 1), so the first scale is unguided."""

@@ -103,6 +103,18 @@ def level_mask(level_of: torch.Tensor, num_cond: int = 0) -> torch.Tensor:
     return mask
 
 
+def check_patch_nums(patch_nums) -> tuple[int, ...]:
+    """VAR's scale schedule: the side of each scale's token map, positive and strictly increasing (a one-line
+    error otherwise)."""
+    try:
+        nums = tuple(int(p) for p in patch_nums)
+    except (TypeError, ValueError):
+        raise GenlabError(f"patch_nums must be a sequence of integers, got {patch_nums!r}") from None
+    if not nums or any(p <= 0 for p in nums) or any(b <= a for a, b in zip(nums, nums[1:])):
+        raise GenlabError(f"patch_nums must be positive and strictly increasing, got {list(nums)}")
+    return nums
+
+
 def same_level_mask(level_of: torch.Tensor) -> torch.Tensor:
     """(N, N) block-diagonal mask: token p sees token q iff level(q) == level(p) (M-VAR's intra-scale attention)."""
     return level_of[None, :] == level_of[:, None]

@@ -21,18 +21,9 @@ from diffusers.models.autoencoders.vae import Decoder, Encoder
 from torch import nn
 
 from ..errors import GenlabError, check_positive_int
+from ..schedulers.orders import check_patch_nums
 from .base import ImageTokenizer
-
-
-def check_patch_nums(patch_nums) -> tuple[int, ...]:
-    """The side of each scale's token map: positive, strictly increasing integers (a one-line error otherwise)."""
-    try:
-        nums = tuple(int(p) for p in patch_nums)
-    except (TypeError, ValueError):
-        raise GenlabError(f"patch_nums must be a sequence of integers, got {patch_nums!r}") from None
-    if not nums or any(p <= 0 for p in nums) or any(b <= a for a, b in zip(nums, nums[1:])):
-        raise GenlabError(f"patch_nums must be positive and strictly increasing, got {list(nums)}")
-    return nums
+from .vq import codebook_stats, nearest_codes
 
 
 class Phi(nn.Conv2d):
@@ -148,10 +139,7 @@ class MultiScaleVQTokenizer(ImageTokenizer):
     def _nearest(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, C, p, p) -> ids (B, p*p) of the nearest codes by squared L2."""
         b, c = z.shape[:2]
-        zf = z.permute(0, 2, 3, 1).reshape(-1, c)
-        e = self.embedding.weight
-        dist = zf.pow(2).sum(1, keepdim=True) - 2 * zf @ e.t() + e.pow(2).sum(1)
-        return dist.argmin(1).view(b, -1)
+        return nearest_codes(z.permute(0, 2, 3, 1).reshape(-1, c), self.embedding.weight).view(b, -1)
 
     def _upsampled_codes(self, k: int, ids: torch.Tensor) -> torch.Tensor:
         """Scale k's ids (B, p^2) -> phi_k(bicubic-upsampled code vectors) (B, C, s, s); no resampling at the last."""
@@ -271,10 +259,8 @@ class MultiScaleVQTokenizer(ImageTokenizer):
 
     def codebook_usage(self, ids) -> tuple[float, float]:
         """(fraction of the codebook used by ids, perplexity of their histogram)."""
-        ids = torch.cat(self.check_idx_bl(ids), 1)
-        counts = torch.bincount(ids.flatten(), minlength=self.codebook_size).float()
-        p = counts / counts.sum().clamp(min=1)
-        return float((counts > 0).float().mean()), float((-(p * p.clamp(min=1e-12).log()).sum()).exp())
+        usage, perplexity = codebook_stats(torch.cat(self.check_idx_bl(ids), 1), self.codebook_size)
+        return float(usage), float(perplexity)
 
     def training_loss(self, images: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         """MSE reconstruction + VAR's VQ loss, the mean over scales of beta ||sg(f_hat_k) - f||^2 +
@@ -289,11 +275,11 @@ class MultiScaleVQTokenizer(ImageTokenizer):
         f_hat = f + (f_hats[-1] - f).detach()  # forward: the quantised latent; backward: identity to the encoder
         rec = F.mse_loss(self.decoder(self.post_quant_conv(f_hat)), images)
         ids = torch.cat(idx_bl, 1)
-        usage, perplexity = self.codebook_usage(ids)
+        usage, perplexity = codebook_stats(ids, self.codebook_size)
         if self.training:
             self._restart_dead_codes(ids, target, generator)
         return {"loss": rec + vq, "recon": rec.detach(), "vq": vq.detach(),
-                "usage": torch.tensor(usage), "perplexity": torch.tensor(perplexity)}
+                "usage": usage, "perplexity": perplexity}
 
     @torch.no_grad()
     def _restart_dead_codes(self, ids: torch.Tensor, f: torch.Tensor, generator) -> None:

@@ -17,6 +17,20 @@ from ..errors import GenlabError, check_positive_int
 from .base import ImageTokenizer
 
 
+def nearest_codes(zf: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """(N, D) vectors, (K, D) codes -> (N,) ids of the nearest code by squared L2."""
+    dist = zf.pow(2).sum(1, keepdim=True) - 2 * zf @ codebook.t() + codebook.pow(2).sum(1)
+    return dist.argmin(1)
+
+
+def codebook_stats(ids: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fraction of the codebook that occurs in ids, perplexity exp(H) of the id histogram) as tensors."""
+    counts = torch.bincount(ids.flatten(), minlength=codebook_size).float()
+    p = counts / counts.sum().clamp(min=1)
+    entropy = -(p * torch.log(p.clamp(min=1e-12))).sum()
+    return (counts > 0).float().mean(), entropy.exp()
+
+
 class VectorQuantizer(nn.Module):
     """Nearest-code quantiser with a straight-through gradient (van den Oord et al. 2017).
 
@@ -50,8 +64,7 @@ class VectorQuantizer(nn.Module):
         if self.l2_normalize:
             zf = F.normalize(zf, dim=1)
         cb = self.codebook()
-        dist = zf.pow(2).sum(1, keepdim=True) - 2 * zf @ cb.t() + cb.pow(2).sum(1)
-        ids = dist.argmin(1)
+        ids = nearest_codes(zf, cb)
         zq = cb[ids]
         codebook_loss = F.mse_loss(zq, zf.detach())
         commit_loss = F.mse_loss(zf, zq.detach())
@@ -70,10 +83,7 @@ class VectorQuantizer(nn.Module):
 
     def usage(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fraction of the codebook that occurs in ids, perplexity exp(H) of the id histogram) as tensors."""
-        counts = torch.bincount(ids.flatten(), minlength=self.codebook_size).float()
-        p = counts / counts.sum().clamp(min=1)
-        entropy = -(p * torch.log(p.clamp(min=1e-12))).sum()
-        return (counts > 0).float().mean(), entropy.exp()
+        return codebook_stats(ids, self.codebook_size)
 
 
 class ResBlock(nn.Module):
