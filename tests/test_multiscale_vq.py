@@ -45,6 +45,10 @@ def test_teacher_inputs_are_the_downsampled_partial_reconstructions_and_the_pyra
             assert torch.allclose(x[:, start:start + p * p], expected, atol=1e-6)
             start += p * p
         assert torch.equal(tok.idx_bl_to_fhat(idx_bl), f_hats[-1])  # decoding the ids rebuilds f_hat exactly
+        partial = tok.idx_bl_to_partial_imgs(idx_bl)  # the decode after each scale
+        assert len(partial) == 6 and all(torch.allclose(p, tok.fhat_to_img(fh), atol=1e-5)
+                                         for p, fh in zip(partial, f_hats))
+        assert torch.allclose(partial[-1], tok.idx_bl_to_img(idx_bl), atol=1e-5)
         # the ids are the nearest codes of each scale's residual: re-encoding finds the same ids
         assert torch.equal(torch.cat(tok.quantize(f)[0], 1), torch.cat(idx_bl, 1))
 
@@ -117,3 +121,21 @@ def test_bad_inputs_are_one_line_errors():
                    [torch.zeros(2, p * p, dtype=torch.long) for p in (3, 4, 6, 8)])
     with pytest.raises(GenlabError, match="images must be 16 px"):
         tok.latent_shape(32)
+
+
+def test_the_shipped_tokenizer_reconstructs_f_better_with_every_scale():
+    """Spec §10 check 6 on a trained tokenizer (tokenizers/msvq-digits): the partial reconstruction's error of the
+    latent f never rises from one scale to the next (typical of a trained residual quantiser, not a theorem), and
+    the full pyramid gets much closer than the first scale."""
+    from pathlib import Path
+
+    from genlab.data import load_dataset
+
+    tok = load_tokenizer(Path(__file__).resolve().parents[1] / "tokenizers" / "msvq-digits").eval()
+    x = load_dataset("digits", split="test", image_size=tok.image_size).images[:128]
+    with torch.no_grad():
+        f = tok.latents(x)
+        _, f_hats = tok.quantize(f)
+    mse = [float(((f - fh) ** 2).mean()) for fh in f_hats]
+    assert all(b <= a for a, b in zip(mse, mse[1:])), mse
+    assert mse[-1] < 0.2 * mse[0], mse

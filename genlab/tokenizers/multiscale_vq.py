@@ -241,6 +241,16 @@ class MultiScaleVQTokenizer(ImageTokenizer):
     def idx_bl_to_img(self, idx_bl) -> torch.Tensor:
         return self.fhat_to_img(self.idx_bl_to_fhat(idx_bl))
 
+    def idx_bl_to_partial_imgs(self, idx_bl) -> list[torch.Tensor]:
+        """K ids -> K images (B, C, H, W): the decode of f_hat after scales 0..k, coarse to fine (VAR's
+        idxBl_to_img with same_shape and every scale), to show what each scale adds."""
+        idx_bl = self.check_idx_bl(idx_bl)
+        f_hat, images = 0, []
+        for k, ids in enumerate(idx_bl):
+            f_hat = f_hat + self._upsampled_codes(k, ids)
+            images.append(self.fhat_to_img(f_hat))
+        return images
+
     # ---- the tokenizer interface ----------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) -> ids (B, L), the scales concatenated coarse to fine."""
