@@ -1,0 +1,271 @@
+"""`genlab bench mvar`: M-VAR against its VAR baseline, measured in one run on the same seeds.
+
+Speed (random weights: timing needs none): a VARModel and an MVARModel of equal depth and width sample token
+pyramids with the same tokenizer step (a random multi-scale VQ with the schedule's patch_nums; its image decoder is
+left out, both models would pay it alike), CFG on, one forward pass per scale. Per schedule and batch: wall-clock
+(warm-up, round-robin repeats, median and spread), FLOPs of one call (torch.utils.flop_counter), the attention
+pairs of both masks (block-causal: sum p_k^2 cumL_k; block-diagonal: sum p_k^4) and the seconds M-VAR's Mamba
+layers take (forward hooks). The tiny schedule (L = 130) and VAR's 256 px schedule (L = 680) run at batch 1 and
+the throughput batch; a ladder of schedules at batch 1 shows how time grows with L.
+
+Quality: the trained pipelines (each with its recipe's sampling settings), class accuracy and Fréchet distance
+over sampling seeds (mean ± spread). `--var ''` leaves quality out (speed only).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import GenlabError, check_positive_int
+from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
+                      over_seeds, ratio, time_round_robin, torch_threads)
+from .report import load_expected, machine_info, machine_line, write_report
+
+TINY = (1, 2, 3, 4, 6, 8)
+VAR_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+LADDER = ((1, 2, 3, 4), TINY, (1, 2, 3, 4, 5, 6, 8, 10), (1, 2, 3, 4, 5, 6, 8, 10, 13), VAR_256)
+GUIDANCE, TOP_P = 2.5, 0.96  # VAR's FID sampling setting (cfg 1.5 = guidance 2.5, top-p 0.96)
+
+
+def _models(patch_nums, hidden_size, depth, num_heads, d_state, mamba_headdim, vocab_size, latent_channels):
+    """(tokenizer, {"VAR": VARModel, "M-VAR": MVARModel}) with random weights for one schedule."""
+    import torch
+
+    from ..models.mvar import MVARModel
+    from ..models.var import VARModel
+    from ..tokenizers.multiscale_vq import MultiScaleVQTokenizer
+
+    torch.manual_seed(0)
+    common = dict(patch_nums=list(patch_nums), vocab_size=vocab_size, latent_channels=latent_channels,
+                  hidden_size=hidden_size, depth=depth, num_heads=num_heads)
+    tok = MultiScaleVQTokenizer(block_out_channels=(8,), norm_num_groups=4, latent_channels=latent_channels,
+                                codebook_size=vocab_size, patch_nums=tuple(patch_nums)).eval()
+    models = {"VAR": VARModel(**common).eval(),
+              "M-VAR": MVARModel(**common, d_state=d_state, mamba_headdim=mamba_headdim).eval()}
+    return tok, models
+
+
+def _sampler(model, tok, batch: int, seed: int):
+    import torch
+
+    from ..models.sampling import generate_tokens
+    from ..schedulers import GuidanceSchedule
+
+    labels = torch.arange(batch) % model.config.num_classes
+
+    def run():
+        with torch.no_grad():
+            return generate_tokens(model, labels, GuidanceSchedule(GUIDANCE, "linear"), top_p=TOP_P,
+                                   generator=torch.Generator().manual_seed(seed),
+                                   state_kwargs={"next_input": tok.next_scale_input})
+    return run
+
+
+def _mamba_seconds(model, run) -> float:
+    """Seconds the Mamba-2 layers take in one call (0 for VAR)."""
+    mambas = [b.mamba for b in model.blocks if hasattr(b, "mamba")]
+    if not mambas:
+        return 0.0
+    total, starts, handles = [0.0], {}, []
+    for m in mambas:
+        handles.append(m.register_forward_pre_hook(lambda mod, a: starts.__setitem__(mod, time.perf_counter())))
+        handles.append(m.register_forward_hook(
+            lambda mod, a, o: total.__setitem__(0, total[0] + time.perf_counter() - starts[mod])))
+    run()
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def _flops(run) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def attention_pairs(patch_nums) -> dict:
+    """Allowed (query, key) pairs of both masks (spec mvar.md §10 check 1)."""
+    from ..models.mvar import block_diagonal_mask
+    from ..models.var import block_causal_mask
+
+    return {"VAR": int(block_causal_mask(patch_nums).sum()), "M-VAR": int(block_diagonal_mask(patch_nums).sum())}
+
+
+def _speed_row(patch_nums, batch: int, sizes: dict, repeats: int, seed: int, count_flops: bool = True) -> dict:
+    from ..modeling import count_parameters
+
+    tok, models = _models(patch_nums, **sizes)
+    calls = {name: _sampler(m, tok, batch, seed) for name, m in models.items()}
+    warm, timing = time_round_robin(calls, repeats)
+    row = {"patch_nums": list(patch_nums), "num_tokens": models["VAR"].num_tokens, "batch_size": batch,
+           "forward_passes": {n: warm[n].num_forward for n in models},
+           "parameters": {n: count_parameters(m) for n, m in models.items()},
+           "seconds": {n: t.median for n, t in timing.items()}, "spread": {n: t.spread for n, t in timing.items()},
+           "times": {n: t.seconds for n, t in timing.items()},
+           "mvar_over_var_speed": ratio(timing["VAR"], timing["M-VAR"]),
+           "attention_pairs": attention_pairs(patch_nums)}
+    row["pair_ratio"] = row["attention_pairs"]["M-VAR"] / row["attention_pairs"]["VAR"]
+    row["mamba_seconds"] = _mamba_seconds(models["M-VAR"], calls["M-VAR"])
+    if count_flops:
+        row["flops"] = {n: _flops(c) for n, c in calls.items()}
+        row["flop_ratio"] = row["flops"]["M-VAR"] / row["flops"]["VAR"]
+    return row
+
+
+def _quality(var_path: str, mvar_path: str, num_samples: int, seeds) -> tuple[str, dict]:
+    from ..modeling import count_parameters
+    from ..pipelines.loading import sampling_defaults, training_info
+    from . import class_accuracy, frechet_distance, load_classifier, real_reference
+    from .runner import generate_balanced
+
+    paths = {"VAR": var_path, "M-VAR": mvar_path}
+    pipes = {"VAR": load_expected(var_path, "VARPipeline", "--var"),
+             "M-VAR": load_expected(mvar_path, "MVARPipeline", "--mvar")}
+    infos = {n: training_info(p) for n, p in paths.items()}
+    dataset = infos["M-VAR"].get("dataset")
+    if dataset is None or infos["VAR"].get("dataset") != dataset:
+        raise GenlabError(f"{var_path} and {mvar_path} must both have a training_info.json naming the same data set")
+    classifier, reals = load_classifier(dataset), real_reference(dataset, "test")
+    quality = {}
+    for name, pipe in pipes.items():
+        _, guidance, sample = sampling_defaults(paths[name])
+        extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
+        k = pipe.transformer.config.num_classes
+
+        def measure(s, pipe=pipe, guidance=guidance, extra=extra, k=k):
+            images, labels = generate_balanced(pipe, k, num_samples, None, guidance, s, 100, **extra)
+            return {"accuracy": class_accuracy(images, labels, classifier),
+                    "fd": frechet_distance(reals, images, classifier)}
+
+        q = over_seeds(measure, seeds)
+        quality[name] = {"pipeline": paths[name], "parameters": count_parameters(pipe.transformer),
+                         "sample": sample, "training_steps": infos[name].get("steps"),
+                         **{f"{m}_{stat}": q[m][stat] for m in q for stat in ("mean", "std")},
+                         "accuracy": q["accuracy"]["values"], "fd": q["fd"]["values"]}
+    return dataset, quality
+
+
+def bench_mvar(var_path: str = "pipelines/var-fashion", mvar_path: str = "pipelines/mvar-fashion",
+               hidden_size: int = 256, depth: int = 6, num_heads: int = 4, d_state: int = 64,
+               mamba_headdim: int = 64, vocab_size: int = 4096, latent_channels: int = 32, batch_size: int = 16,
+               repeats: int = 3, num_samples: int = 200, seeds=(0, 1, 2), seed: int = 0, threads: int = 2,
+               out: str | None = "bench/mvar.md") -> dict:
+    """Benchmark M-VAR vs VAR; see the module doc."""
+    sizes = dict(hidden_size=check_positive_int(hidden_size, "hidden_size"), depth=check_positive_int(depth, "depth"),
+                 num_heads=check_positive_int(num_heads, "num_heads"), d_state=check_positive_int(d_state, "d_state"),
+                 mamba_headdim=check_positive_int(mamba_headdim, "mamba_headdim"),
+                 vocab_size=check_positive_int(vocab_size, "vocab_size"),
+                 latent_channels=check_positive_int(latent_channels, "latent_channels"))
+    if hidden_size % num_heads:
+        raise GenlabError(f"hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
+    if (2 * hidden_size) % mamba_headdim:
+        raise GenlabError(f"Mamba-2's inner width 2 * hidden_size = {2 * hidden_size} is not a multiple of "
+                          f"mamba_headdim {mamba_headdim}")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    repeats = check_positive_int(repeats, "repeats")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    check_seed(seed)
+    seeds = check_seeds(seeds)
+    if bool(var_path) != bool(mvar_path):
+        raise GenlabError("give both --var and --mvar pipelines for the quality runs, or neither ('') for speed only")
+    arguments = dict(var_path=var_path, mvar_path=mvar_path, **sizes, batch_size=batch_size, repeats=repeats,
+                     num_samples=num_samples, seeds=seeds, seed=seed, threads=threads, out=out)
+    with torch_threads(threads):
+        dataset, quality = _quality(var_path, mvar_path, num_samples, seeds) if var_path else (None, None)
+        speed = [_speed_row(p, b, sizes, repeats, seed) for p in (TINY, VAR_256) for b in sorted({1, batch_size})]
+        growth = [_speed_row(p, 1, sizes, repeats, seed, count_flops=False) for p in LADDER]
+
+    big = next(r for r in speed if r["num_tokens"] == sum(p * p for p in VAR_256) and r["batch_size"] == batch_size)
+    verdict = {"not_slower_at_680": big["seconds"]["M-VAR"] <= big["seconds"]["VAR"]}
+    if quality:
+        v, m = quality["VAR"], quality["M-VAR"]
+        verdict["fd_at_or_below"] = m["fd_mean"] <= v["fd_mean"]
+        verdict["fd_not_worse"] = m["fd_mean"] <= v["fd_mean"] + max(v["fd_std"], m["fd_std"])
+    command = BENCH.command(arguments)
+    result = {"bench": "mvar", "command": command, "arguments": arguments, "machine": machine_info(threads),
+              "dataset": dataset, "speed": speed, "growth": growth, "quality": quality, "verdict": verdict}
+    if quality:
+        result["summary"] = BenchSummary(
+            method="M-VAR (intra-scale attention + Mamba-2)", baseline="VAR (block-causal attention)",
+            dataset=dataset, speed_ratio=big["mvar_over_var_speed"],
+            method_quality={"class_accuracy": quality["M-VAR"]["accuracy_mean"],
+                            "frechet_distance": quality["M-VAR"]["fd_mean"]},
+            baseline_quality={"class_accuracy": quality["VAR"]["accuracy_mean"],
+                              "frechet_distance": quality["VAR"]["fd_mean"]},
+            command=command, extra={"speed_at": f"L = {big['num_tokens']}, batch {batch_size}, random weights"},
+        ).to_dict()
+    result["markdown"] = _markdown(result)
+    write_report(out, result["markdown"])
+    return result
+
+
+def _markdown(r: dict) -> str:
+    a = r["arguments"]
+    lines = ["# M-VAR bench: intra-scale attention + Mamba-2 vs VAR's block-causal attention", "",
+             f"Command: `{r['command']}`", "", machine_line(r["machine"]), "",
+             (f"Speed: random weights, equal depth {a['depth']} and width {a['hidden_size']} ({a['num_heads']} heads; "
+              f"M-VAR's Mamba-2 d_state {a['d_state']}, head width {a['mamba_headdim']}), {a['vocab_size']} codes of "
+              f"{a['latent_channels']} dims; token sampling with CFG {GUIDANCE} (the rows double) and top-p {TOP_P}, "
+              "the image decode left out. Median (min-max) of the timed calls after a warm-up, the two models "
+              "timed round-robin; FLOPs by torch.utils.flop_counter; Mamba seconds by forward hooks on one call."),
+             "", "| L | batch | model | parameters | passes | s / call (min-max) | GFLOP | attention pairs | "
+             "s in Mamba |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in r["speed"]:
+        for name in ("VAR", "M-VAR"):
+            lo, hi = s["spread"][name]
+            lines.append(f"| {s['num_tokens']} | {s['batch_size']} | {name} | {s['parameters'][name]:,} | "
+                         f"{s['forward_passes'][name]} | {s['seconds'][name]:.3f} ({lo:.3f}-{hi:.3f}) | "
+                         f"{s['flops'][name] / 1e9:.2f} | {s['attention_pairs'][name]:,} | "
+                         f"{s['mamba_seconds'] if name == 'M-VAR' else 0:.3f} |")
+        lines.append(f"| {s['num_tokens']} | {s['batch_size']} | VAR / M-VAR time: **{s['mvar_over_var_speed']:.2f}×** "
+                     f"| | | | FLOP ratio {s['flop_ratio']:.2f} | pair ratio {s['pair_ratio']:.3f} | |")
+    lines += ["", "Growth with L at batch 1 (the same models per schedule):", "",
+              "| patch_nums | L | VAR s | M-VAR s | VAR / M-VAR time | M-VAR s in Mamba | pair ratio |",
+              "|---|---|---|---|---|---|---|"]
+    for g in r["growth"]:
+        lines.append(f"| {tuple(g['patch_nums'])} | {g['num_tokens']} | {g['seconds']['VAR']:.3f} | "
+                     f"{g['seconds']['M-VAR']:.3f} | {g['mvar_over_var_speed']:.2f}× | {g['mamba_seconds']:.3f} | "
+                     f"{g['pair_ratio']:.3f} |")
+    v = r["verdict"]
+    lines += ["", f"M-VAR no slower than VAR at L = 680, batch {a['batch_size']}: "
+              f"{'yes' if v['not_slower_at_680'] else 'no'}.", ""]
+    if r["quality"]:
+        lines += ["Quality over sampling seeds, each model with its recipe's sampling settings (mean ± standard "
+                  "deviation over the seeds):", "",
+                  "| model | pipeline | parameters | training steps | sampling | class accuracy | Fréchet distance |",
+                  "|---|---|---|---|---|---|---|"]
+        for name in ("VAR", "M-VAR"):
+            q = r["quality"][name]
+            lines.append(f"| {name} | `{q['pipeline']}` | {q['parameters']:,} | {q['training_steps']} | "
+                         f"{q['sample']} | {100 * q['accuracy_mean']:.1f} ± {100 * q['accuracy_std']:.1f} % | "
+                         f"{q['fd_mean']:.2f} ± {q['fd_std']:.2f} |")
+        lines += ["", (f"M-VAR's Fréchet distance at or below VAR's: {'yes' if v['fd_at_or_below'] else 'no'}; "
+                       f"not worse within the spread: {'yes' if v['fd_not_worse'] else 'no'}."), ""]
+    return "\n".join(lines)
+
+
+BENCH = Bench(
+    "mvar", bench_mvar,
+    "M-VAR vs VAR: sampling time, FLOPs and attention pairs at L = 130 and 680 (batch 1 and the throughput batch), "
+    "time growth with L, and quality of the trained pair over sampling seeds.",
+    arguments=(
+        BenchArgument("--var", "var_path", "VAR pipeline folder (the baseline; '' with --mvar '': speed only)"),
+        BenchArgument("--mvar", "mvar_path", "M-VAR pipeline folder"),
+        BenchArgument("--hidden-size", "hidden_size", "width of both timed models", int),
+        BenchArgument("--depth", "depth", "blocks of both timed models", int),
+        BenchArgument("--num-heads", "num_heads", "attention heads of both timed models", int),
+        BenchArgument("--d-state", "d_state", "Mamba-2 state size of the timed M-VAR", int),
+        BenchArgument("--mamba-headdim", "mamba_headdim", "Mamba-2 head width of the timed M-VAR", int),
+        BenchArgument("--vocab-size", "vocab_size", "codebook size of the timed models", int),
+        BenchArgument("--latent-channels", "latent_channels", "code width of the timed models", int),
+        BenchArgument("--batch-size", "batch_size", "the throughput batch (batch 1 is always timed too)", int),
+        REPEATS,
+        BenchArgument("--num-samples", "num_samples", "class-balanced samples per quality seed", int),
+        BenchArgument("--seeds", "seeds", "sampling seeds of the quality runs", int, "+"),
+        BenchArgument("--seed", "seed", "seed of the timed calls", int),
+        THREADS,
+        OUT,
+    ),
+)

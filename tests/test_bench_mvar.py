@@ -1,0 +1,57 @@
+"""genlab bench mvar at tiny sizes: rows per schedule and batch, attention pairs against the spec's closed forms,
+measured ratios, Mamba time, the growth ladder, the report, quality on the shipped digits pair and one-line errors."""
+
+import pytest
+
+from genlab.errors import GenlabError
+from genlab.eval.bench_mvar import LADDER, TINY, VAR_256, attention_pairs, bench_mvar
+
+TINY_SIZES = dict(hidden_size=32, depth=2, num_heads=2, d_state=16, mamba_headdim=16, vocab_size=64,
+                  latent_channels=8, repeats=1, threads=1)
+
+
+def closed_forms(patch_nums):
+    """Block-causal: sum_k p_k^2 cumL_k; block-diagonal: sum_k p_k^4 (spec mvar.md §10 check 1)."""
+    cum, causal = 0, 0
+    for p in patch_nums:
+        cum += p * p
+        causal += p * p * cum
+    return {"VAR": causal, "M-VAR": sum(p ** 4 for p in patch_nums)}
+
+
+def test_attention_pairs_are_the_closed_forms():
+    assert attention_pairs(TINY) == closed_forms(TINY) == {"VAR": 11323, "M-VAR": 5746}
+    assert attention_pairs(VAR_256) == closed_forms(VAR_256) == {"VAR": 286434, "M-VAR": 110468}
+
+
+def test_speed_only_bench_rows_ratios_growth_and_report(tmp_path):
+    out = tmp_path / "mvar.md"
+    res = bench_mvar(var_path="", mvar_path="", batch_size=2, out=str(out), **TINY_SIZES)
+    assert out.read_text() == res["markdown"] and res["command"] in res["markdown"]
+    assert res["quality"] is None and "summary" not in res
+    assert [(r["num_tokens"], r["batch_size"]) for r in res["speed"]] == [(130, 1), (130, 2), (680, 1), (680, 2)]
+    for r in res["speed"]:
+        K = len(r["patch_nums"])
+        assert r["forward_passes"] == {"VAR": K, "M-VAR": K}  # one pass per scale, both models
+        assert r["attention_pairs"] == closed_forms(r["patch_nums"])
+        assert r["mvar_over_var_speed"] == pytest.approx(r["seconds"]["VAR"] / r["seconds"]["M-VAR"])
+        assert r["flop_ratio"] == pytest.approx(r["flops"]["M-VAR"] / r["flops"]["VAR"]) and r["flops"]["VAR"] > 0
+        assert 0 < r["mamba_seconds"] < r["seconds"]["M-VAR"] * 3  # measured, and within one call's order
+        assert r["parameters"]["M-VAR"] > r["parameters"]["VAR"]  # equal depth and width: Mamba adds parameters
+    flops = {(r["num_tokens"], r["batch_size"]): r["flops"]["VAR"] for r in res["speed"]}
+    assert flops[(680, 2)] > flops[(680, 1)] > flops[(130, 1)]
+    assert [g["num_tokens"] for g in res["growth"]] == [sum(p * p for p in s) for s in LADDER]
+    assert all(g["batch_size"] == 1 and g["mamba_seconds"] > 0 for g in res["growth"])
+    assert res["verdict"]["not_slower_at_680"] == (res["speed"][-1]["seconds"]["M-VAR"]
+                                                   <= res["speed"][-1]["seconds"]["VAR"])
+
+
+def test_bench_bad_input():
+    with pytest.raises(GenlabError, match="give both --var and --mvar"):
+        bench_mvar(var_path="pipelines/var-digits", mvar_path="", out=None)
+    with pytest.raises(GenlabError, match="not a multiple of num_heads"):
+        bench_mvar(var_path="", mvar_path="", hidden_size=30, num_heads=4, out=None)
+    with pytest.raises(GenlabError, match="not a multiple of mamba_headdim"):
+        bench_mvar(var_path="", mvar_path="", hidden_size=32, num_heads=2, mamba_headdim=48, out=None)
+    with pytest.raises(GenlabError, match="expected a VARPipeline"):
+        bench_mvar(var_path="pipelines/dit-digits", mvar_path="pipelines/dit-digits", out=None)
