@@ -5,7 +5,8 @@ On the machine that wrote the file they are equal bit for bit. Another CPU runs 
 machine gives the flow-matching DiT/DDT samples within 1.5e-6 of the file's), so continuous outputs are held to
 1e-5 (changes of the call move them by far more: 6 -> 7 steps of dit-digits by 2.7e-2, refresh rate 3 -> 2 of
 ddt-digits by 7.4e-2), and discrete-token pipelines, whose ids a rounding cannot flip at these margins, stay
-exact."""
+exact. `python scripts/same_samples_as.py 9ef6088` takes the machine out of the comparison: it runs the commit that
+wrote the file on this machine and compares its samples with this checkout's bit for bit."""
 
 import pytest
 import torch
