@@ -147,7 +147,7 @@ class MARModel(PresetMixin, ClassConditionalMixin, GenlabModel):
         else:
             self.class_emb = nn.Embedding(num_classes, hidden_size)
         self.build_backbone(d_dec)
-        self.head = MLPDiffusionHead(self.token_dim, d_dec, head_width, head_depth)
+        self.head = self.make_head(d_dec)
         self.init_weights()
 
     # ------------------------------------------------------------ structure
@@ -156,6 +156,11 @@ class MARModel(PresetMixin, ClassConditionalMixin, GenlabModel):
         self.backbone = MaskedARBackbone(self.num_tokens, c.buffer_size, c.hidden_size, d_dec, c.encoder_depth,
                                          c.decoder_depth, c.num_heads, c.mlp_ratio, self.num_phases,
                                          per_position_mask=self.num_phases > 0, dropout=c.dropout)
+
+    def make_head(self, d_dec: int) -> nn.Module:
+        """The per-token head on the decoder states (TokenBridge: a channel-AR head over quantized tokens)."""
+        c = self.config
+        return MLPDiffusionHead(self.token_dim, d_dec, c.head_width, c.head_depth)
 
     def init_weights(self):
         """xavier for the transformer's Linears, N(0, 0.02) for embeddings and the null condition (MAR's init);
@@ -252,11 +257,25 @@ class MARModel(PresetMixin, ClassConditionalMixin, GenlabModel):
         orders = random_orders(B, N, generator).to(tokens.device)
         num_masked = math.ceil(N * truncnorm_ratio(generator))
         mask = mask_from_order(orders, num_masked)
-        z = self.decoder_states(tokens, buffer, mask)
-        k = self.config.diffusion_batch_mul
-        loss = self.process.loss(self.head, tokens[mask].repeat(k, 1), z[mask].repeat(k, 1), generator)
+        z = self.decoder_states(self.backbone_inputs(tokens), buffer, mask)
+        loss = self.head_loss(tokens[mask], z[mask], generator)
         out = MAROutput(loss=loss, parts={"loss_head": loss.detach()})
         return out if return_dict else (loss,)
+
+    def backbone_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """What the encoder sees of the clean tokens in training (TokenBridge: their dequantized values)."""
+        return tokens
+
+    def head_loss(self, targets: torch.Tensor, z: torch.Tensor, generator=None) -> torch.Tensor:
+        """The head's loss on the masked tokens (M, token_dim) given their decoder states (M, D_dec)."""
+        k = self.config.diffusion_batch_mul
+        return self.process.loss(self.head, targets.repeat(k, 1), z.repeat(k, 1), generator)
+
+    def sample_head(self, z: torch.Tensor, cfg: float, temperature: float, generator, head_steps: int):
+        """Tokens (M, token_dim) for decoder states z: (M, D_dec), or [uncond ; cond] (2M rows) when cfg != 1 (the
+        diffusion head mixes the two noise predictions at every step of its chain)."""
+        return self.process.sample_tokens(self.head, z, head_steps, temperature, cfg, generator,
+                                          token_dim=self.token_dim)
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -267,7 +286,7 @@ class MARModel(PresetMixin, ClassConditionalMixin, GenlabModel):
         given) doubles the batch as [uncond ; cond] and follows the linear ramp. callback(step, revealed (B, N)
         bool, tokens) after every step."""
         B, N, d = buffer.shape[0], self.num_tokens, self.token_dim
-        head_steps = head_steps or self.config.head_steps
+        head_steps = head_steps or self.config.get("head_steps")  # None for heads without a chain (TokenBridge)
         counts = reveal_counts(N, num_steps)
         orders = random_orders(B, N, generator).to(buffer.device) if orders is None else orders
         cfg = guidance_scale != 1.0
@@ -283,8 +302,7 @@ class MARModel(PresetMixin, ClassConditionalMixin, GenlabModel):
             reveal = mask & ~mask_from_order(orders, still)
             z_sel = torch.cat([z[:B][reveal], z[B:][reveal]]) if cfg else z[reveal]
             scale = linear_cfg(guidance_scale, N, still) if cfg else 1.0
-            tokens[reveal] = self.process.sample_tokens(self.head, z_sel, head_steps, temperature, scale, generator,
-                                                        token_dim=d)
+            tokens[reveal] = self.sample_head(z_sel, scale, temperature, generator, head_steps)
             mask = mask & ~reveal
             masked = still
             if callback is not None:
