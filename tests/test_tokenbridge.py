@@ -108,3 +108,30 @@ def test_bad_config():
         model(channel_order=[0, 1, 2])
     with pytest.raises(GenlabError, match="num_levels must be an integer >= 2"):
         model(num_levels=1)
+
+
+def test_the_digits_recipe_trains_saves_and_loads_with_diffusers(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from genlab.training.recipe import load_recipe, run_recipe
+
+    overrides = ["train.steps=2", "train.batch_size=4", "train.checkpoint_every=2", "model.encoder_depth=1",
+                 "model.decoder_depth=1"]
+    summary = run_recipe(load_recipe("tokenbridge-digits", overrides), str(tmp_path / "pipe"), str(tmp_path / "run"))
+    assert summary["step"] == 2 and all(math.isfinite(v) for v in summary["losses"])
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe).__name__ == "TokenBridgePipeline" and "head_steps" not in pipe.__call__.__code__.co_varnames
+    model = pipe.transformer
+    assert sorted(model.config.channel_order) == [0, 1, 2, 3]  # `frequency` became a measured permutation
+    assert model.quantizer.scheme == "uniform" and model.quantizer.num_levels == 16
+    out = pipe(class_labels=[0, "7"], num_inference_steps=4, generator=torch.Generator().manual_seed(0),
+               output_type="pt")
+    assert out.images.shape == (2, 1, 16, 16)
+    again = pipe(class_labels=[0, "7"], num_inference_steps=4, generator=torch.Generator().manual_seed(0),
+                 output_type="pt")
+    assert torch.equal(out.images, again.images)  # a fixed seed gives the same samples
+    with pytest.raises(GenlabError, match="class"):
+        pipe(class_labels=[10])
+    with pytest.raises(GenlabError, match="num_inference_steps=65"):
+        pipe(class_labels=[0], num_inference_steps=65)

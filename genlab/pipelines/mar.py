@@ -134,3 +134,18 @@ class HiMARPipeline(MARPipeline):
                                          progress=self.progress_bar, callback=callback, phase1_guidance=w1,
                                          head2_steps=head2_steps)
         return self.decode(tokens, output_type, return_dict)
+
+
+class TokenBridgePipeline(MARPipeline):
+    """Components as MARPipeline, with a TokenBridgeModel: MAR's reveal schedule over dimension-wise quantized tokens,
+    each revealed token's C indices drawn channel by channel by the AR head; CFG mixes the backbone states (MAR's
+    linear ramp). There is no diffusion chain, so no head_steps."""
+
+    @torch.no_grad()
+    def __call__(self, class_labels=None, prompt=None, num_inference_steps: int = 16, guidance_scale: float = 3.0,
+                 temperature: float = 1.0, generator: torch.Generator | None = None, output_type: str = "pil",
+                 return_dict: bool = True, callback_on_step_end=None):
+        """As MARPipeline: num_inference_steps reveal steps (cosine schedule), guidance_scale (CFG on the backbone
+        states, ramped linearly), temperature of the channel softmaxes."""
+        return MARPipeline.__call__(self, class_labels, prompt, num_inference_steps, guidance_scale, temperature,
+                                    None, generator, output_type, return_dict, callback_on_step_end)
