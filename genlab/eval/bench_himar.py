@@ -13,7 +13,7 @@ import time
 
 from ..errors import GenlabError, check_positive_int
 from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
-                      over_seeds, ratio, time_round_robin, torch_threads)
+                      pipeline_quality, ratio, time_round_robin, torch_threads)
 from .report import load_expected, machine_info, machine_line, write_report
 
 PARTS = ("backbone", "head", "dense_head")
@@ -71,10 +71,7 @@ def bench_himar(mar_path: str = "pipelines/mar-fashion", himar_path: str = "pipe
                 threads: int = 2, out: str | None = "bench/himar.md") -> dict:
     """Benchmark Hi-MAR vs MAR; see the module doc."""
 
-    from ..modeling import count_parameters
     from ..pipelines.loading import sampling_defaults, training_info
-    from . import class_accuracy, frechet_distance, load_classifier, real_reference
-    from .runner import generate_balanced
 
     batch_size = check_positive_int(batch_size, "batch_size")
     repeats = check_positive_int(repeats, "repeats")
@@ -108,25 +105,7 @@ def bench_himar(mar_path: str = "pipelines/mar-fashion", himar_path: str = "pipe
                           "times": {n: t.seconds for n, t in timing.items()},
                           "himar_over_mar_speed": ratio(timing["MAR"], timing["Hi-MAR"]), "profiles": profiles})
 
-        classifier = load_classifier(dataset)
-        reals = real_reference(dataset, "test")
-        quality = {}
-        for name, pipe in pipes.items():
-            sample = samples[name]
-            extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
-
-            def measure(s, pipe=pipe, sample=sample, extra=extra):
-                images, labels = generate_balanced(pipe, num_classes, num_samples, sample["num_inference_steps"],
-                                                   sample["guidance_scale"], s, 100, **extra)
-                return {"accuracy": class_accuracy(images, labels, classifier),
-                        "fd": frechet_distance(reals, images, classifier)}
-
-            q = over_seeds(measure, seeds)
-            quality[name] = {"pipeline": (mar_path if name == "MAR" else himar_path),
-                             "parameters": count_parameters(pipe.transformer), "sample": sample,
-                             "training_steps": infos[name].get("steps"),
-                             **{f"{k}_{stat}": q[k][stat] for k in q for stat in ("mean", "std")},
-                             "accuracy": q["accuracy"]["values"], "fd": q["fd"]["values"]}
+        _, quality = pipeline_quality(pipes, {"MAR": mar_path, "Hi-MAR": himar_path}, num_samples, seeds)
 
     m, h = quality["MAR"], quality["Hi-MAR"]
     big = speed[-1]

@@ -155,6 +155,43 @@ def over_seeds(measure: Callable[[int], dict], seeds) -> dict:
     return out
 
 
+
+def pipeline_quality(pipes: dict, paths: dict, num_samples: int, seeds) -> tuple[str, dict]:
+    """Class accuracy and Fréchet distance over sampling seeds of trained pipelines (name -> pipeline, name ->
+    folder), each sampled with its own recipe's settings, class-balanced. All must name the same data set in their
+    training_info.json. Returns (data set, name -> {pipeline, parameters, sample, training_steps, accuracy_mean,
+    accuracy_std, fd_mean, fd_std, accuracy (per seed), fd (per seed)})."""
+    from ..errors import GenlabError
+    from ..modeling import count_parameters
+    from ..pipelines.loading import sampling_defaults, training_info
+    from . import class_accuracy, frechet_distance, load_classifier, real_reference
+    from .runner import generate_balanced
+
+    infos = {n: training_info(p) for n, p in paths.items()}
+    datasets = {info.get("dataset") for info in infos.values()}
+    if len(datasets) != 1 or None in datasets:
+        raise GenlabError(f"{' and '.join(paths.values())} must all have a training_info.json naming the same data set")
+    dataset = datasets.pop()
+    classifier, reals = load_classifier(dataset), real_reference(dataset, "test")
+    quality = {}
+    for name, pipe in pipes.items():
+        steps, guidance, sample = sampling_defaults(paths[name])
+        extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
+        k = pipe.transformer.config.num_classes
+
+        def measure(seed, pipe=pipe, steps=steps, guidance=guidance, extra=extra, k=k):
+            images, labels = generate_balanced(pipe, k, num_samples, steps, guidance, seed, 100, **extra)
+            return {"accuracy": class_accuracy(images, labels, classifier),
+                    "fd": frechet_distance(reals, images, classifier)}
+
+        q = over_seeds(measure, seeds)
+        quality[name] = {"pipeline": paths[name], "parameters": count_parameters(pipe.transformer),
+                         "sample": sample, "training_steps": infos[name].get("steps"),
+                         **{f"{m}_{stat}": q[m][stat] for m in q for stat in ("mean", "std")},
+                         "accuracy": q["accuracy"]["values"], "fd": q["fd"]["values"]}
+    return dataset, quality
+
+
 @dataclass
 class BenchSummary:
     """The one row a bench contributes to `genlab bench all`: the method against its baseline, measured in one run.
