@@ -46,6 +46,21 @@ def test_speed_only_bench_rows_ratios_growth_and_report(tmp_path):
                                                    <= res["speed"][-1]["seconds"]["VAR"])
 
 
+def test_quality_on_the_shipped_digits_pair(tmp_path):
+    res = bench_mvar(var_path="pipelines/var-digits", mvar_path="pipelines/mvar-digits", num_samples=20,
+                     seeds=(0, 1), batch_size=1, out=str(tmp_path / "mvar.md"), **TINY_SIZES)
+    q = res["quality"]
+    assert res["dataset"] == "digits" and set(q) == {"VAR", "M-VAR"}
+    for name, folder in (("VAR", "pipelines/var-digits"), ("M-VAR", "pipelines/mvar-digits")):
+        assert q[name]["pipeline"] == folder and len(q[name]["accuracy"]) == len(q[name]["fd"]) == 2
+        assert q[name]["accuracy_mean"] >= 0.7  # trained pipelines: far above chance (0.1) on 20 samples a seed
+        assert q[name]["fd_mean"] > 0 and q[name]["sample"]["top_p"] == 0.96  # each with its recipe's settings
+    assert 0.85 <= q["M-VAR"]["parameters"] / q["VAR"]["parameters"] <= 1.15  # the pair is at equal parameters
+    assert res["verdict"]["fd_at_or_below"] == (q["M-VAR"]["fd_mean"] <= q["VAR"]["fd_mean"])
+    assert res["summary"]["baseline_quality"]["frechet_distance"] == q["VAR"]["fd_mean"]
+    assert "Quality over sampling seeds" in res["markdown"]
+
+
 def test_bench_bad_input():
     with pytest.raises(GenlabError, match="give both --var and --mvar"):
         bench_mvar(var_path="pipelines/var-digits", mvar_path="", out=None)

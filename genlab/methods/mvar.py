@@ -42,4 +42,5 @@ register_method(
     pipelines={"VARPipeline": "genlab.pipelines.var", "MVARPipeline": "genlab.pipelines.var"},
     recipe_kinds={"var": NextScaleBuilder, "mvar": MVARBuilder},
     objectives={"next_scale": "genlab.training.next_scale:NextScaleObjective"},
+    benches={"mvar": "genlab.eval.bench_mvar:BENCH"},
 )
