@@ -135,3 +135,35 @@ def test_the_digits_recipe_trains_saves_and_loads_with_diffusers(tmp_path):
         pipe(class_labels=[10])
     with pytest.raises(GenlabError, match="num_inference_steps=65"):
         pipe(class_labels=[0], num_inference_steps=65)
+
+
+def test_reveal_schedule_counts_and_the_linear_cfg_fractions():
+    from genlab.schedulers.masking import linear_cfg
+
+    counts = reveal_counts(64, 16)
+    assert counts == [1, 1, 1, 2, 3, 3, 4, 4, 5, 5, 5, 6, 6, 6, 6, 6] and sum(counts) == 64
+    still = [64 - sum(counts[: i + 1]) for i in range(16)]
+    fractions = [(64 - s) / 64 for s in still]
+    assert fractions[:2] == pytest.approx([0.0156, 0.0312], abs=1e-4)
+    assert fractions[-2:] == pytest.approx([0.9062, 1.0], abs=1e-4)  # the last step reveals the rest
+    assert linear_cfg(3.0, 64, still[-2]) == pytest.approx(1 + 2.0 * 58 / 64)
+    assert reveal_counts(64, 64) == [1] * 64  # T = L: one position per step
+    assert set(reveal_counts(256, 64)) <= set(range(1, 8))
+
+
+def test_masking_invariants_of_a_training_step():
+    m = model()
+    lengths = []
+    m.backbone.encoder_blocks[0].register_forward_pre_hook(lambda mod, args: lengths.append(args[0].shape[1]))
+    tokens = torch.randn(6, 16, 4, generator=torch.Generator().manual_seed(6))
+    buffer = m.condition(class_labels=torch.arange(6))
+    for seed in range(5):
+        m(tokens, buffer, torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        from genlab.schedulers.masking import random_orders, truncnorm_ratio
+
+        random_orders(6, 16, g)
+        ratio = truncnorm_ratio(g)  # one ratio for the whole batch
+        assert 0.7 <= ratio <= 1.0
+        # the encoder sees the buffer (never masked) and the L - ceil(L m) visible tokens, the same in every row
+        assert lengths[-1] == m.config.buffer_size + 16 - math.ceil(16 * ratio)
