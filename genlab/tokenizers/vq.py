@@ -86,6 +86,50 @@ class VectorQuantizer(nn.Module):
         return codebook_stats(ids, self.codebook_size)
 
 
+
+class IBQQuantizer(VectorQuantizer):
+    """Index backpropagation quantisation (IBQ; Shi et al. 2024, the tokenizer ETT tunes end to end).
+
+    The code of a vector z is the argmax of the dot products l_k = <z, e_k> (not the nearest code by L2: the two
+    differ when code norms differ). Whenever gradients are on, z_q = sum_k onehot_st[k] e_k with
+    onehot_st = hard - sg(softmax l) + softmax l: the forward value is exactly the chosen code, and a loss on z_q
+    reaches the encoder *and every codebook row* through the softmax (the plain straight-through estimator of
+    VectorQuantizer reaches the encoder only). Unlike the IBQ reference, the straight-through path does not depend
+    on train/eval mode, so a tokenizer tuned in eval mode (ETT) still passes gradients.
+
+    losses: `codebook` = mean(sg(z) - e)^2 (moves codes), `commit` = mean(sg(e) - z)^2 (moves the encoder),
+    `ibq` = mean(z_q - z)^2 (both, through the soft one-hot); `loss` = ibq + commit + beta * codebook.
+    """
+
+    def __init__(self, codebook_size: int = 512, codebook_dim: int = 8, beta: float = 0.25,
+                 l2_normalize: bool = False):
+        super().__init__(codebook_size, codebook_dim, beta, l2_normalize)
+
+    def forward(self, z: torch.Tensor):
+        b, d, h, w = z.shape
+        zf = z.permute(0, 2, 3, 1).reshape(-1, d)
+        if self.l2_normalize:
+            zf = F.normalize(zf, dim=1)
+        cb = self.codebook()
+        logits = zf @ cb.t()
+        ids = logits.argmax(1)
+        hard = cb[ids]
+        if torch.is_grad_enabled():
+            soft = logits.softmax(1)
+            onehot = F.one_hot(ids, self.codebook_size).to(soft.dtype)
+            zq = (onehot - soft.detach() + soft) @ cb
+        else:
+            zq = hard
+        ibq_loss = F.mse_loss(zq, zf)
+        commit_loss = F.mse_loss(zf, hard.detach())
+        codebook_loss = F.mse_loss(hard, zf.detach())
+        losses = {"loss": ibq_loss + commit_loss + self.beta * codebook_loss, "ibq": ibq_loss,
+                  "codebook": codebook_loss, "commit": commit_loss}
+        return zq.reshape(b, h, w, d).permute(0, 3, 1, 2), ids.reshape(b, h, w), losses
+
+
+QUANTIZERS = {"vq": VectorQuantizer, "ibq": IBQQuantizer}
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice with a (1x1 when the width changes) skip, as in the VQGAN/SD autoencoders."""
 
@@ -104,6 +148,8 @@ class ResBlock(nn.Module):
 class VQTokenizer(ImageTokenizer):
     """Discrete tokens: encode(images) -> (B, h, w) long ids in [0, codebook_size).
 
+    quantizer_type: "vq" (nearest code by L2, plain straight-through estimator) or "ibq" (argmax of dot products, the
+    soft one-hot straight-through that lets a downstream loss update every code; for ETT, with l2_normalize=False).
     Downsample factor is 2 ** (len(channel_multipliers) - 1). Presets (all untrained):
     - "tiny":    hidden 32, multipliers (1, 2), factor 2, 512 codes of dim 8 (~0.4M params; 16 px -> 8x8 ids)
     - "tiny-f4": hidden 32, multipliers (1, 2, 2), factor 4, 512 codes of dim 8 (~0.6M params; 32 px -> 8x8 ids)
@@ -127,8 +173,12 @@ class VQTokenizer(ImageTokenizer):
         codebook_dim: int = 8,
         beta: float = 0.25,
         l2_normalize: bool = True,
+        quantizer_type: str = "vq",
     ):
         super().__init__()
+        if quantizer_type not in QUANTIZERS:
+            raise GenlabError(f"VQTokenizer: unknown quantizer_type {quantizer_type!r}; choose one of "
+                              f"{', '.join(QUANTIZERS)}")
         for value, name in [
             (in_channels, "in_channels"),
             (hidden_channels, "hidden_channels"),
@@ -162,7 +212,7 @@ class VQTokenizer(ImageTokenizer):
         ]
         self.encoder = nn.Sequential(*enc)
 
-        self.quantizer = VectorQuantizer(codebook_size, codebook_dim, beta, l2_normalize)
+        self.quantizer = QUANTIZERS[quantizer_type](codebook_size, codebook_dim, beta, l2_normalize)
 
         dec = [nn.Conv2d(codebook_dim, ch, 3, padding=1), ResBlock(ch, ch, g)]
         for i in reversed(range(len(widths))):
