@@ -1,0 +1,114 @@
+"""ETT at tiny scale: the understanding sequence and its loss mask, gradients into an IBQ tokenizer, stage freezing
+(bit-exact), cached captioning == recomputation, and one-line errors (ETT spec checks 2-5)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genlab.errors import GenlabError
+from genlab.models.ett import ETTModel
+from genlab.tokenizers.vq import VQTokenizer
+
+SIZES = dict(text_vocab_size=20, codebook_size=32, codebook_dim=8, grid_size=4, hidden_size=32, num_layers=2,
+             num_heads=4, num_kv_heads=2, intermediate_size=64, max_position_embeddings=64)
+CAPTIONS = [[6, 7, 8], [9, 10]]
+
+
+def parts(visual_input="embedding", seed=0):
+    torch.manual_seed(seed)
+    tok = VQTokenizer(in_channels=1, codebook_size=32, codebook_dim=8, channel_multipliers=(1, 2, 2),
+                      quantizer_type="ibq", l2_normalize=False)
+    return tok, ETTModel(**SIZES, visual_input=visual_input)
+
+
+def images(n=2, seed=1):
+    return torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def visual(model, tok, x):
+    zq, ids, losses = tok.quantize(tok.encoder(x))
+    return model.visual_embeds(zq, ids), losses
+
+
+def test_the_sequence_and_its_loss_mask():
+    tok, model = parts()
+    v, _ = visual(model, tok, images())
+    embeds, mask, labels = model.understanding_batch(v, CAPTIONS)
+    assert embeds.shape == (2, 2 + 16 + 4, 32)  # <boi> + h w + <eoi> + the longest caption + <eos>
+    assert int((labels != -100).sum()) == sum(len(c) + 1 for c in CAPTIONS)  # the words and <eos> only
+    assert labels[0, 18:22].tolist() == [6, 7, 8, 3] and labels[1, 18:21].tolist() == [9, 10, 3]
+    assert mask.sum(1).tolist() == [22, 21]
+    # the loss is the mean CE of the next-token predictions at the supervised positions
+    logits = model.lm(inputs_embeds=embeds, attention_mask=mask).logits
+    manual = F.cross_entropy(logits[:, :-1].reshape(-1, 20), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert torch.allclose(model.caption_loss(v, CAPTIONS), manual, atol=1e-6)
+
+
+def test_the_caption_loss_reaches_every_code_only_through_embeddings():
+    for kind, reaches in (("embedding", True), ("index", False)):
+        tok, model = parts(kind)
+        v, _ = visual(model, tok, images())
+        model.caption_loss(v, CAPTIONS).backward()
+        grad = tok.quantizer.embedding.weight.grad
+        if reaches:
+            assert (grad.abs().sum(1) > 0).all() and tok.encoder[0].weight.grad.abs().sum() > 0
+        else:
+            assert grad is None and tok.encoder[0].weight.grad is None
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_stages_freeze_bit_exactly(stage):
+    tok, model = parts()
+    model.set_stage(stage, tok)
+    before = {f"tok.{n}": p.detach().clone() for n, p in tok.named_parameters()}
+    before.update({n: p.detach().clone() for n, p in model.named_parameters()})
+    params = [p for p in [*model.parameters(), *tok.parameters()] if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    for step in range(3):
+        v, losses = visual(model, tok, images(seed=step))
+        loss = model.caption_loss(v, CAPTIONS) + 0.25 * losses["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = {f"tok.{n}": p for n, p in tok.named_parameters()}
+    after.update(dict(model.named_parameters()))
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    projector = {n for n in before if n.startswith("projector.")}
+    tokenizer = {n for n in before if n.startswith("tok.")}
+    if stage == 1:
+        assert changed == projector
+    elif stage == 3:
+        assert changed & tokenizer == set() and projector <= changed and any(n.startswith("lm.") for n in changed)
+    else:
+        assert "tok.quantizer.embedding.weight" in changed and projector <= changed
+
+
+def test_cached_greedy_captioning_equals_recomputation():
+    tok, model = parts()
+    model.eval()
+    with torch.no_grad():
+        v, _ = visual(model, tok, images())
+        got = model.caption(v, max_new_tokens=6)
+        c = model.config
+        seq = torch.cat([model.text_embeds(torch.full((2, 1), c.boi_id)), v,
+                         model.text_embeds(torch.full((2, 1), c.eoi_id))], 1)
+        words = []
+        for _ in range(6):
+            ids = model.lm(inputs_embeds=seq).logits[:, -1].argmax(-1)
+            words.append(ids)
+            seq = torch.cat([seq, model.text_embeds(ids[:, None])], 1)
+    table = torch.stack(words, 1).tolist()
+    expected = [row[: row.index(3)] if 3 in row else row for row in table]
+    assert got == expected
+
+
+def test_bad_input():
+    tok, model = parts()
+    with pytest.raises(GenlabError, match=r"expects code vectors \(B, 8, 4, 4\)"):
+        model.visual_embeds(torch.zeros(2, 8, 8, 8))
+    with pytest.raises(GenlabError, match="3 captions for 2 images"):
+        model.understanding_batch(torch.zeros(2, 16, 32), [[6]] * 3)
+    with pytest.raises(GenlabError, match="unknown ETT stage 4"):
+        model.set_stage(4)
+    with pytest.raises(GenlabError, match="unknown visual_input 'pixels'"):
+        ETTModel(**SIZES, visual_input="pixels")
