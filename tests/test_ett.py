@@ -112,3 +112,42 @@ def test_bad_input():
         model.set_stage(4)
     with pytest.raises(GenlabError, match="unknown visual_input 'pixels'"):
         ETTModel(**SIZES, visual_input="pixels")
+
+
+def test_generation_counts_cache_and_teacher_forcing():
+    tok, model = parts()
+    model.eval()
+    codebook = tok.quantizer.codebook().detach()
+    prompts = [[6, 7, 8], [9]]
+    record, plain = [], []
+    ids = model.generate_codes(prompts, codebook, guidance_scale=2.0, temperature=0.0, record=record)
+    assert ids.shape == (2, 4, 4) and model.last_num_forward == 16  # h w passes, CFG batched into each
+    again = model.generate_codes(prompts, codebook, guidance_scale=2.0, temperature=0.0, use_cache=False,
+                                 record=plain)
+    assert torch.equal(ids, again) and torch.allclose(torch.stack(record), torch.stack(plain), atol=1e-4)
+    # unguided: the teacher-forced generation loss's logits are the sampler's logits on the same codes
+    record = []
+    ids = model.generate_codes(prompts, codebook, temperature=0.0, record=record)
+    logits = torch.stack(record, 1)  # (B, n, K)
+    expected = F.cross_entropy(logits.reshape(-1, 32), ids.flatten(1).reshape(-1))
+    with torch.no_grad():
+        assert torch.allclose(model.generation_loss(prompts, ids, codebook), expected, atol=1e-4)
+    # left padding: a prompt generates the same codes alone as beside a longer one
+    alone = model.generate_codes([[9]], codebook, temperature=0.0)
+    assert torch.equal(alone[0], ids[1])
+
+
+def test_sampling_limits_and_cfg_at_one():
+    tok, model = parts()
+    model.eval()
+    codebook = tok.quantizer.codebook().detach()
+    a = model.generate_codes([[6, 7]], codebook, generator=torch.Generator().manual_seed(3))
+    b = model.generate_codes([[6, 7]], codebook, top_k=32, top_p=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)  # top-k = K and top-p = 1 are plain multinomial sampling
+    record = []
+    model.generate_codes([[6, 7]], codebook, guidance_scale=1.0, temperature=0.0, record=record)
+    tokens, mask, positions = model.prompt_batch([[6, 7]])
+    with torch.no_grad():
+        hidden = model.lm.model(inputs_embeds=model.text_embeds(tokens), attention_mask=mask,
+                                position_ids=positions).last_hidden_state[:, -1]
+        assert torch.equal(record[0], model.visual_head(hidden).float())  # s = 1: the conditional logits exactly

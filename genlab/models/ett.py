@@ -9,6 +9,10 @@ built from a small config here and fed with `inputs_embeds`; its own token embed
 * Understanding (image -> caption): [<boi>] projector(z_q) (h w, raster order) [<eoi>] caption [<eos>]; the caption
   loss covers the caption words and <eos> only (labels -100 elsewhere). `visual_input="index"` is the baseline that
   feeds a learned embedding of the code ids instead (no gradient can reach the tokenizer).
+* Generation (prompt -> image): [<bos>] prompt [<boi>] then h w codes in raster order; `visual_head` scores the next
+  code id from the LM's last state, and the chosen code's embedding projector(e_idx) is the next input (visual
+  inputs are code vectors, visual outputs are ids). CFG batches an empty-prompt row per sample (left padding) and
+  mixes the logits, l_u + s (l_c - l_u); one LM pass per code with the KV cache.
 * Stages (`set_stage`): 1 trains the projector alone; 2 trains everything, the tokenizer included (ETT: caption
   loss + alpha x the tokenizer's own loss, in the objective); 3 freezes the tokenizer and trains projector + LM.
 """
@@ -59,6 +63,7 @@ class ETTModel(GenlabModel):
             num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
             max_position_embeddings=max_position_embeddings, rope_theta=rope_theta, tie_word_embeddings=False,
             pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id))
+        self.visual_head = nn.Linear(hidden_size, codebook_size)  # ETT-Gen: the next code id from the LM state
 
     @property
     def num_image_tokens(self) -> int:
@@ -139,6 +144,86 @@ class ETTModel(GenlabModel):
             embeds = self.text_embeds(ids[:, None])
         table = torch.stack(words, 1).tolist()
         return [row[: row.index(c.eos_id)] if c.eos_id in row else row for row in table]
+
+    # ------------------------------------------------------------ generation
+    def code_embeds(self, ids: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+        """(B, n) code ids -> (B, n, C) LM inputs: projector(e_id), or the index embedding for the baseline."""
+        if self.config.visual_input == "index":
+            return self.index_embed(ids)
+        return self.projector(codebook[ids])
+
+    def prompt_batch(self, prompts: list[list[int]]):
+        """(ids (R, L), attention mask (R, L), positions (R, L)) of [<bos>] prompt [<boi>], left-padded."""
+        c = self.config
+        rows = [[c.bos_id, *p, c.boi_id] for p in prompts]
+        L = max(len(r) for r in rows)
+        ids = torch.full((len(rows), L), c.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), L, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, L - len(r):] = torch.tensor(r)
+            mask[i, L - len(r):] = 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        device = self.visual_head.weight.device
+        return ids.to(device), mask.to(device), positions.to(device)
+
+    def generation_loss(self, prompts: list[list[int]], ids: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+        """Mean CE of the visual head over the h w code ids (B, h, w) of the images, teacher-forced after
+        [<bos>] prompt [<boi>] (ETT-Gen's post-training loss)."""
+        tokens, mask, positions = self.prompt_batch(prompts)
+        codes = ids.flatten(1)
+        n = codes.shape[1]
+        embeds = torch.cat([self.text_embeds(tokens), self.code_embeds(codes[:, :-1], codebook)], 1)
+        mask = torch.cat([mask, torch.ones_like(codes[:, :-1])], 1)
+        positions = torch.cat([positions, positions[:, -1:] + torch.arange(1, n, device=positions.device)], 1)
+        hidden = self.lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        logits = self.visual_head(hidden[:, -n:])
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1))
+
+    @torch.no_grad()
+    def generate_codes(self, prompts: list[list[int]], codebook: torch.Tensor, guidance_scale: float = 1.0,
+                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                       generator: torch.Generator | None = None, use_cache: bool = True, record: list | None = None,
+                       callback=None) -> torch.Tensor:
+        """(B, h, w) code ids for the prompts, one LM pass per code (with the KV cache; `use_cache=False` re-runs
+        the whole sequence every step). record: a list receiving each step's guided logits (B, K); callback(step,
+        ids so far (B, step + 1)) after every code. Sets `last_num_forward`."""
+        from transformers import DynamicCache
+
+        from .sampling import sample_from_logits
+
+        c = self.config
+        B, n = len(prompts), self.num_image_tokens
+        guided = guidance_scale != 1.0
+        tokens, mask, positions = self.prompt_batch(prompts + ([[]] * B if guided else []))
+        embeds, cache = self.text_embeds(tokens), DynamicCache() if use_cache else None
+        full_embeds, codes, passes = embeds, [], 0
+        for step in range(n):
+            if use_cache:
+                kwargs = {self._cache_argument: cache, "use_cache": True}
+                hidden = self.lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                       **kwargs).last_hidden_state[:, -1]
+            else:
+                all_positions = (mask.cumsum(1) - 1).clamp(min=0)
+                hidden = self.lm.model(inputs_embeds=full_embeds, attention_mask=mask,
+                                       position_ids=all_positions).last_hidden_state[:, -1]
+            passes += 1
+            logits = self.visual_head(hidden).float()
+            if guided:
+                cond, uncond = logits[:B], logits[B:]
+                logits = uncond + guidance_scale * (cond - uncond)
+            if record is not None:
+                record.append(logits)
+            ids = sample_from_logits(logits[:, None], temperature, top_k, top_p, generator)[:, 0]
+            codes.append(ids)
+            if callback is not None:
+                callback(step, torch.stack(codes, 1))
+            rows = torch.cat([ids, ids]) if guided else ids
+            embeds = self.code_embeds(rows[:, None], codebook)
+            full_embeds = torch.cat([full_embeds, embeds], 1)
+            positions = positions[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        self.last_num_forward = passes
+        return torch.stack(codes, 1).reshape(B, c.grid_size, c.grid_size)
 
     @property
     def _cache_argument(self) -> str:
