@@ -151,3 +151,37 @@ def test_sampling_limits_and_cfg_at_one():
         hidden = model.lm.model(inputs_embeds=model.text_embeds(tokens), attention_mask=mask,
                                 position_ids=positions).last_hidden_state[:, -1]
         assert torch.equal(record[0], model.visual_head(hidden).float())  # s = 1: the conditional logits exactly
+
+
+def test_the_pipeline_saves_loads_generates_and_captions(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from genlab.data import load_dataset
+    from genlab.pipelines.ett import ETTPipeline
+    from genlab.text_tokenizer import build_word_tokenizer
+
+    words = build_word_tokenizer(load_dataset("digits", "train", captions=True).captions)
+    tok, model = parts()
+    model = ETTModel(**{**SIZES, "text_vocab_size": len(words)})
+    ETTPipeline(transformer=model, image_tokenizer=tok, text_tokenizer=words).save_pretrained(tmp_path)
+    pipe = DiffusionPipeline.from_pretrained(tmp_path)
+    pipe.set_progress_bar_config(disable=True)
+    from transformers import PreTrainedTokenizerBase
+
+    assert type(pipe).__name__ == "ETTPipeline" and isinstance(pipe.text_tokenizer, PreTrainedTokenizerBase)
+    assert pipe.text_tokenizer.get_vocab() == words.get_vocab()
+    out = pipe(prompt=["a thick slanted seven", "a thin upright one"], generator=torch.Generator().manual_seed(0),
+               output_type="pt")
+    assert out.images.shape == (2, 1, 16, 16) and pipe.last_num_forward == 16
+    again = pipe(prompt=["a thick slanted seven", "a thin upright one"], generator=torch.Generator().manual_seed(0),
+                 output_type="pt")
+    assert torch.equal(out.images, again.images)
+    captions = pipe.caption(out.images * 2 - 1, max_new_tokens=4)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    assert pipe.caption(pipe(prompt="a thin upright one", output_type="pil").images) is not None
+    with pytest.raises(GenlabError, match="outside the vocabulary: purple"):
+        pipe(prompt="a purple seven")
+    with pytest.raises(GenlabError, match="expected images with 1 channel"):
+        pipe.caption(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(GenlabError, match="the model reads 4x4"):
+        pipe.caption(torch.zeros(1, 1, 32, 32))
