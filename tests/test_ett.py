@@ -185,3 +185,36 @@ def test_the_pipeline_saves_loads_generates_and_captions(tmp_path):
         pipe.caption(torch.zeros(1, 3, 16, 16))
     with pytest.raises(GenlabError, match="the model reads 4x4"):
         pipe.caption(torch.zeros(1, 1, 32, 32))
+
+
+def test_the_three_stages_train_through_the_shared_trainer(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from genlab.training.recipe import load_recipe, run_recipe
+
+    quick = ["train.steps=2", "train.batch_size=4", "train.checkpoint_every=2"]
+    run_recipe(load_recipe("ibq-digits", quick), str(tmp_path / "ibq"), str(tmp_path / "run-ibq"))
+    small = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1",
+             "model.intermediate_size=64"]
+    align = run_recipe(load_recipe("ett-digits-align", quick + small + [f"tokenizer.path={tmp_path / 'ibq'}"]),
+                       str(tmp_path / "align"), str(tmp_path / "run-align"))
+    assert align["step"] == 2
+    first = DiffusionPipeline.from_pretrained(tmp_path / "align")
+    ibq = VQTokenizer.from_pretrained(tmp_path / "ibq")
+    assert all(torch.equal(a, b) for a, b in zip(first.image_tokenizer.state_dict().values(),
+                                                  ibq.state_dict().values()))  # stage 1: tokenizer untouched
+    run_recipe(load_recipe("ett-digits", quick + [f"init={tmp_path / 'align'}"]), str(tmp_path / "ett"),
+               str(tmp_path / "run-ett"))
+    tuned = DiffusionPipeline.from_pretrained(tmp_path / "ett")
+    assert not torch.equal(tuned.image_tokenizer.quantizer.embedding.weight, ibq.quantizer.embedding.weight)
+    assert tuned.text_tokenizer.get_vocab() == first.text_tokenizer.get_vocab()  # the words carry over
+    gen = quick + [f"init={tmp_path / 'ett'}", "stage=3", "objective.task=generation", "objective.alpha=0"]
+    run_recipe(load_recipe("ett-digits", gen), str(tmp_path / "gen"), str(tmp_path / "run-gen"))
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "gen")
+    pipe.set_progress_bar_config(disable=True)
+    assert all(torch.equal(a, b) for a, b in zip(pipe.image_tokenizer.state_dict().values(),
+                                                  tuned.image_tokenizer.state_dict().values()))  # stage 3: frozen
+    assert pipe(prompt="a thin upright one", output_type="pt").images.shape == (1, 1, 16, 16)
+    with pytest.raises(GenlabError, match="text-to-image training is stage 3"):
+        run_recipe(load_recipe("ett-digits", quick + [f"init={tmp_path / 'ett'}", "objective.task=generation"]),
+                   str(tmp_path / "bad"), str(tmp_path / "run-bad"))
