@@ -179,3 +179,16 @@ def test_the_pipeline_refuses_a_tokenizer_of_another_pyramid(tok):
     pipe = VARPipeline(model("var", patch_nums=(1, 2, 4, 8)), tok)
     with pytest.raises(GenlabError, match="disagree on patch_nums"):
         pipe(class_labels=[0])
+
+
+def test_the_shipped_pair_is_in_the_demo_with_var_as_the_baseline_of_mvar():
+    from pathlib import Path
+
+    from genlab.demo import Demo
+
+    demo = Demo(str(Path(__file__).resolve().parents[1] / "pipelines"), max_steps=20, max_batch=4)
+    controls = demo.controls("mvar-digits")
+    assert [v for _, v in controls["compare"]] == ["baseline"] and not controls["num_inference_steps"]["visible"]
+    inputs = {"class_labels": "3", "guidance_scale": 2.5, "temperature": 1.0}
+    result = demo.compare("mvar-digits", "baseline", inputs)
+    assert result["label_b"] == "baseline var-digits" and "speed ratio" in result["text"]
