@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 
 from ..errors import GenlabError, check_positive_int
-from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
+from .harness import (NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
                       pipeline_quality, ratio, time_round_robin, torch_threads)
-from .report import load_expected, machine_info, machine_line, write_report
+from .report import load_expected, machine_info, machine_line, quality_table, write_report
 
 PARTS = ("backbone", "head", "dense_head")
 
@@ -148,15 +148,7 @@ def _markdown(r: dict) -> str:
                          f"{p['flops']['backbone'] / 1e9:.2f} / {head_flops / 1e9:.2f} | "
                          f"{parts['backbone']['seconds']:.3f} / {head_seconds:.3f} / {p['rest_seconds']:.3f} |")
         lines.append(f"| {s['batch_size']} | MAR / Hi-MAR time | {s['himar_over_mar_speed']:.2f}× | | | | | | |")
-    lines += ["", "Quality over sampling seeds, each model with its recipe's sampling settings (mean ± standard "
-              "deviation over the seeds):", "",
-              "| model | pipeline | parameters | training steps | sampling | class accuracy | Fréchet distance |",
-              "|---|---|---|---|---|---|---|"]
-    for name in ("MAR", "Hi-MAR"):
-        q = r["quality"][name]
-        lines.append(f"| {name} | `{q['pipeline']}` | {q['parameters']:,} | {q['training_steps']} | "
-                     f"{q['sample']} | {100 * q['accuracy_mean']:.1f} ± {100 * q['accuracy_std']:.1f} % | "
-                     f"{q['fd_mean']:.2f} ± {q['fd_std']:.2f} |")
+    lines += ["", *quality_table(r["quality"], ("MAR", "Hi-MAR"))]
     v = r["verdict"]
     lines += ["", (f"Hi-MAR's Fréchet distance below MAR's beyond the spread: {'yes' if v['fd_better'] else 'no'}; "
                    f"not worse within the spread: {'yes' if v['fd_not_worse'] else 'no'}; Hi-MAR no slower at the "
@@ -173,8 +165,8 @@ BENCH = Bench(
         BenchArgument("--himar", "himar_path", "Hi-MAR pipeline folder"),
         BenchArgument("--batch-size", "batch_size", "the throughput batch (batch 1 is always timed too)", int),
         REPEATS,
-        BenchArgument("--num-samples", "num_samples", "class-balanced samples per quality seed", int),
-        BenchArgument("--seeds", "seeds", "sampling seeds of the quality runs", int, "+"),
+        NUM_SAMPLES,
+        SEEDS,
         BenchArgument("--seed", "seed", "seed of the timed calls", int),
         THREADS,
         OUT,

@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 
 from ..errors import GenlabError, check_positive_int
-from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
+from .harness import (NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
                       pipeline_quality, ratio, time_round_robin, torch_threads)
-from .report import load_expected, machine_info, machine_line, write_report
+from .report import load_expected, machine_info, machine_line, quality_table, write_report
 
 TINY = (1, 2, 3, 4, 6, 8)
 VAR_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -208,15 +208,7 @@ def _markdown(r: dict) -> str:
     lines += ["", f"M-VAR no slower than VAR at L = 680, batch {a['batch_size']}: "
               f"{'yes' if v['not_slower_at_680'] else 'no'}.", ""]
     if r["quality"]:
-        lines += ["Quality over sampling seeds, each model with its recipe's sampling settings (mean ± standard "
-                  "deviation over the seeds):", "",
-                  "| model | pipeline | parameters | training steps | sampling | class accuracy | Fréchet distance |",
-                  "|---|---|---|---|---|---|---|"]
-        for name in ("VAR", "M-VAR"):
-            q = r["quality"][name]
-            lines.append(f"| {name} | `{q['pipeline']}` | {q['parameters']:,} | {q['training_steps']} | "
-                         f"{q['sample']} | {100 * q['accuracy_mean']:.1f} ± {100 * q['accuracy_std']:.1f} % | "
-                         f"{q['fd_mean']:.2f} ± {q['fd_std']:.2f} |")
+        lines += quality_table(r["quality"], ("VAR", "M-VAR"))
         lines += ["", (f"M-VAR's Fréchet distance at or below VAR's: {'yes' if v['fd_at_or_below'] else 'no'}; "
                        f"not worse within the spread: {'yes' if v['fd_not_worse'] else 'no'}."), ""]
     return "\n".join(lines)
@@ -238,8 +230,8 @@ BENCH = Bench(
         BenchArgument("--latent-channels", "latent_channels", "code width of the timed models", int),
         BenchArgument("--batch-size", "batch_size", "the throughput batch (batch 1 is always timed too)", int),
         REPEATS,
-        BenchArgument("--num-samples", "num_samples", "class-balanced samples per quality seed", int),
-        BenchArgument("--seeds", "seeds", "sampling seeds of the quality runs", int, "+"),
+        NUM_SAMPLES,
+        SEEDS,
         BenchArgument("--seed", "seed", "seed of the timed calls", int),
         THREADS,
         OUT,

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from ..errors import GenlabError, check_positive_int
-from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
+from .harness import (NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
                       over_seeds, ratio, time_round_robin, torch_threads)
 from .report import load_expected, machine_info, machine_line, write_report
 
@@ -266,8 +266,8 @@ BENCH = Bench(
         BenchArgument("--video", "video_path", "NAR video pipeline folder, '' to skip"),
         BenchArgument("--batch-size", "batch_size", "labels in the throughput batch, CFG doubles it", int),
         REPEATS,
-        BenchArgument("--num-samples", "num_samples", "class-balanced samples per quality seed", int),
-        BenchArgument("--seeds", "seeds", "sampling seeds of the quality runs (mean and spread reported)", int, "+"),
+        NUM_SAMPLES,
+        SEEDS,
         BenchArgument("--seed", "seed", "seed of the timed calls", int),
         THREADS,
         OUT,

@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 
 from ..errors import GenlabError, check_positive_int
-from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
+from .harness import (NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
                       pipeline_quality, ratio, time_round_robin, torch_threads)
-from .report import load_expected, machine_info, machine_line, write_report
+from .report import load_expected, machine_info, machine_line, quality_table, write_report
 
 LEVELS = (4, 8, 16, 32, 64)
 HEAD_BATCHES = (1, 64)
@@ -248,14 +248,7 @@ def _markdown(r: dict) -> str:
         (tl, th), (ml, mh) = s["spread"]["TokenBridge"], s["spread"]["MAR"]
         lines.append(f"| {s['batch_size']} | {s['seconds']['TokenBridge']:.3f} ({tl:.3f}-{th:.3f}) | "
                      f"{s['seconds']['MAR']:.3f} ({ml:.3f}-{mh:.3f}) | {s['tb_over_mar_speed']:.2f}× |")
-    lines += ["", "Quality over sampling seeds (mean ± standard deviation over the seeds):", "",
-              "| model | pipeline | parameters | training steps | sampling | class accuracy | Fréchet distance |",
-              "|---|---|---|---|---|---|---|"]
-    for name in ("TokenBridge", "MAR"):
-        q = r["quality"][name]
-        lines.append(f"| {name} | `{q['pipeline']}` | {q['parameters']:,} | {q['training_steps']} | {q['sample']} | "
-                     f"{100 * q['accuracy_mean']:.1f} ± {100 * q['accuracy_std']:.1f} % | "
-                     f"{q['fd_mean']:.2f} ± {q['fd_std']:.2f} |")
+    lines += ["", *quality_table(r["quality"], ("TokenBridge", "MAR"))]
     yes = {True: "yes", False: "no"}
     lines += ["", (f"PSNR monotone in B: {yes[v['psnr_monotone']]}; channel-AR head at least 3× faster per token "
                    f"than MAR's at every batch: {yes[v['head_3x_faster']]}; AR head's NLL below the parallel head's: "
@@ -278,8 +271,8 @@ BENCH = Bench(
         BenchArgument("--num-test", "num_test", "test images of the held-out NLL", int),
         BenchArgument("--batch-size", "batch_size", "the throughput batch (batch 1 is always timed too)", int),
         REPEATS,
-        BenchArgument("--num-samples", "num_samples", "class-balanced samples per quality seed", int),
-        BenchArgument("--seeds", "seeds", "sampling seeds of the quality runs", int, "+"),
+        NUM_SAMPLES,
+        SEEDS,
         BenchArgument("--seed", "seed", "seed of the timed calls and the fresh heads", int),
         THREADS,
         OUT,

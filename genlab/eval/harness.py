@@ -77,6 +77,8 @@ class Bench:
 THREADS = BenchArgument("--threads", "threads", "torch threads during the bench", int)
 REPEATS = BenchArgument("--repeats", "repeats", "timed calls per configuration, the median is reported", int)
 OUT = BenchArgument("--out", "out", "markdown report file")
+NUM_SAMPLES = BenchArgument("--num-samples", "num_samples", "class-balanced samples per quality seed", int)
+SEEDS = BenchArgument("--seeds", "seeds", "sampling seeds of the quality runs (mean and spread reported)", int, "+")
 
 
 # ---------------------------------------------------------------- checks

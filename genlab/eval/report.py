@@ -85,3 +85,17 @@ def write_results(results: dict, folder: str = "bench") -> tuple[str, str]:
     lines += ["", "![speed vs quality](results.png)", ""]
     write_report(md, "\n".join(lines))
     return md, png
+
+
+def quality_table(quality: dict, names) -> list[str]:
+    """Markdown lines of the quality-over-seeds table of pipeline_quality's result for the models `names`."""
+    lines = ["Quality over sampling seeds, each model with its recipe's sampling settings (mean ± standard deviation "
+             "over the seeds):", "",
+             "| model | pipeline | parameters | training steps | sampling | class accuracy | Fréchet distance |",
+             "|---|---|---|---|---|---|---|"]
+    for name in names:
+        q = quality[name]
+        lines.append(f"| {name} | `{q['pipeline']}` | {q['parameters']:,} | {q['training_steps']} | {q['sample']} | "
+                     f"{100 * q['accuracy_mean']:.1f} ± {100 * q['accuracy_std']:.1f} % | "
+                     f"{q['fd_mean']:.2f} ± {q['fd_std']:.2f} |")
+    return lines
