@@ -29,6 +29,8 @@ CALLS = {
     "unet-digits": ("unet-digits", dict(class_labels=[1, 8], num_inference_steps=10, guidance_scale=1.5)),
     "unet-digits-propagation": ("unet-digits", dict(class_labels=[2, 7], num_inference_steps=12, guidance_scale=1.5,
                                                     key_steps="pro")),
+    "var-digits": ("var-digits", dict(class_labels=[3, 9], guidance_scale=2.5, top_p=0.96)),
+    "mvar-digits": ("mvar-digits", dict(class_labels=[3, 9], guidance_scale=2.5, top_p=0.96)),
 }
 
 
