@@ -13,21 +13,10 @@ import time
 
 from ..errors import GenlabError, check_positive_int
 from .harness import (NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
-                      pipeline_quality, ratio, time_round_robin, torch_threads)
+                      pipeline_call, pipeline_quality, ratio, time_round_robin, torch_threads)
 from .report import load_expected, machine_info, machine_line, quality_table, write_report
 
 PARTS = ("backbone", "head", "dense_head")
-
-
-def _call(pipe, labels, sample: dict, seed: int):
-    import torch
-
-    from ..pipelines.loading import accepted
-
-    def run():
-        return pipe(class_labels=labels, generator=torch.Generator().manual_seed(seed), output_type="pt",
-                    **accepted(pipe, sample))
-    return run
 
 
 def _profile(pipe, run) -> dict:
@@ -97,7 +86,7 @@ def bench_himar(mar_path: str = "pipelines/mar-fashion", himar_path: str = "pipe
         speed = []
         for batch in sorted({1, batch_size}):
             labels = [i % num_classes for i in range(batch)]
-            calls = {name: _call(pipe, labels, samples[name], seed) for name, pipe in pipes.items()}
+            calls = {name: pipeline_call(pipe, labels, samples[name], seed) for name, pipe in pipes.items()}
             _, timing = time_round_robin(calls, repeats)
             profiles = {name: _profile(pipes[name], calls[name]) for name in pipes}
             speed.append({"batch_size": batch, "seconds": {n: t.median for n, t in timing.items()},

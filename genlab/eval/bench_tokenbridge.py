@@ -20,14 +20,15 @@ import math
 
 from ..errors import GenlabError, check_positive_int
 from .harness import (NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
-                      pipeline_quality, ratio, time_round_robin, torch_threads)
+                      pipeline_call, pipeline_quality, ratio, time_round_robin, torch_threads)
 from .report import load_expected, machine_info, machine_line, quality_table, write_report
 
 LEVELS = (4, 8, 16, 32, 64)
 HEAD_BATCHES = (1, 64)
 
 
-def _images(dataset: str, split: str, count: int):
+def _images(dataset: str, split: str, count: int | None = None):
+    """(images, labels) of a split: the first `count`, or all."""
     from ..data import load_dataset
 
     data = load_dataset(dataset, split)
@@ -118,7 +119,7 @@ def head_nll(pipe, dataset: str, steps: int, batch_size: int, num_test: int, see
 
     model, tokenizer = pipe.transformer.eval(), pipe.image_tokenizer
     c = model.config
-    train_images, train_labels = _images(dataset, "train", 10 ** 9)
+    train_images, train_labels = _images(dataset, "train")
     test = _masked_states(model, tokenizer, *_images(dataset, "test", num_test), torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
     args = (model.token_dim, c.num_levels, model.head.condition_proj.in_features, c.head_width, c.head_depth,
@@ -143,17 +144,6 @@ def head_nll(pipe, dataset: str, steps: int, batch_size: int, num_test: int, see
             nats = head.loss(*test).item()
         out[name] = {"bits_per_position": nats * model.token_dim / math.log(2), "parameters": count_parameters(head)}
     return out
-
-
-def _call(pipe, labels, sample: dict, seed: int):
-    import torch
-
-    from ..pipelines.loading import accepted
-
-    def run():
-        return pipe(class_labels=labels, generator=torch.Generator().manual_seed(seed), output_type="pt",
-                    **accepted(pipe, sample))
-    return run
 
 
 def bench_tokenbridge(tb_path: str = "pipelines/tokenbridge-fashion", mar_path: str = "pipelines/mar-fashion",
@@ -188,7 +178,7 @@ def bench_tokenbridge(tb_path: str = "pipelines/tokenbridge-fashion", mar_path: 
         k = pipes["TokenBridge"].transformer.config.num_classes
         for batch in sorted({1, batch_size}):
             labels = [i % k for i in range(batch)]
-            _, timing = time_round_robin({n: _call(p, labels, samples[n], seed) for n, p in pipes.items()}, repeats)
+            _, timing = time_round_robin({n: pipeline_call(p, labels, samples[n], seed) for n, p in pipes.items()}, repeats)
             speed.append({"batch_size": batch, "seconds": {n: t.median for n, t in timing.items()},
                           "spread": {n: t.spread for n, t in timing.items()},
                           "tb_over_mar_speed": ratio(timing["MAR"], timing["TokenBridge"])})

@@ -140,6 +140,19 @@ def time_round_robin(calls: dict[str, Callable[[], Any]], repeats: int, warmup: 
     return results, {name: Timing(ts) for name, ts in seconds.items()}
 
 
+
+def pipeline_call(pipe, labels, sample: dict, seed: int):
+    """A zero-argument call of `pipe` on class labels with the sample settings it accepts, a fresh seeded generator
+    each time (so that repeated timed calls draw the same samples); tensors out, no PIL conversion."""
+    import torch
+
+    from ..pipelines.loading import accepted
+
+    def run():
+        return pipe(class_labels=labels, generator=torch.Generator().manual_seed(seed), output_type="pt",
+                    **accepted(pipe, sample))
+    return run
+
 def ratio(baseline: Timing, method: Timing) -> float:
     """The speed ratio baseline / method of two medians measured in the same run (> 1: the method is faster)."""
     return baseline.median / method.median

@@ -11,8 +11,6 @@ z = z_u + w (z_c - z_u) with MAR's linear ramp of w, and the head samples from t
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import register_to_config
@@ -69,11 +67,3 @@ class TokenBridgeModel(MARModel):
             z = z_u + cfg * (z_c - z_u)
         indices = self.head.sample(z, temperature, generator)
         return self.quantizer.dequantize(indices)  # the tokens the next backbone pass sees (and the decode)
-
-    def nll_bits(self, tokens: torch.Tensor, buffer: torch.Tensor, generator: torch.Generator | None = None) -> float:
-        """Held-out negative log-likelihood of the quantized tokens in bits per position, on a MAR training mask
-        (the AR head against the parallel head: spec check 12)."""
-        self.eval()
-        with torch.no_grad():
-            loss = self(tokens, buffer, generator).loss  # mean nats per (position, channel)
-        return loss.item() * self.token_dim / math.log(2)

@@ -114,7 +114,8 @@ class DimensionwiseQuantizer(nn.Module):
         coverage = check_number(coverage, "coverage")
         if not 0 < coverage <= 1:
             raise GenlabError(f"coverage must lie in (0, 1], got {coverage}")
-        a = torch.quantile(latents.detach().abs().flatten().float()[:2 ** 24], coverage).item()
+        values = latents.detach().abs().flatten().float()[:2 ** 24]  # torch.quantile takes at most 2^24 values
+        a = torch.quantile(values, coverage).item()
         return -a, a
 
     def extra_repr(self) -> str:
