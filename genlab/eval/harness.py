@@ -66,7 +66,7 @@ class Bench:
         parts = ["genlab", "bench", self.name]
         for a in self.arguments:
             value = values.get(a.dest)
-            if value is None or value is False:
+            if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
                 continue
             items = value if isinstance(value, (list, tuple)) else [value]
             parts += [a.flag, *("''" if str(v) == "" else str(v) for v in items)]

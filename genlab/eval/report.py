@@ -62,6 +62,8 @@ def write_results(results: dict, folder: str = "bench") -> tuple[str, str]:
              "|---|---|---|---|---|---|---|---|"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, result in results.items():
+        if "summary" not in result:  # e.g. the speed bench: no method-vs-baseline row
+            continue
         s = result["summary"]
         m, b = s["method_quality"], s["baseline_quality"]
         trick = f"{s['trick_speed_ratio']:.2f}×" if s.get("trick_speed_ratio") else "—"

@@ -23,5 +23,6 @@ register_method(
     },
     recipe_kinds={"tokenizer": "genlab.training.builders:TokenizerBuilder"},
     objectives={"tokenizer": "genlab.training.objectives:TokenizerObjective"},
+    benches={"speed": "genlab.eval.bench_speed:BENCH"},
     recipes=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "recipes"),
 )

@@ -1,0 +1,92 @@
+"""genlab bench speed on a tiny random pipeline: the matmul peak, rows per batch, FLOP shares, the exclusive time
+split by part, the profile, the report and its errors."""
+
+import json
+import statistics
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+
+from genlab.errors import GenlabError
+from genlab.eval.bench_speed import PartTimer, bench_speed, matmul_peak, pipeline_parts
+from genlab.models import MARModel
+from genlab.pipelines.mar import MARPipeline
+from genlab.tokenizers import PixelTokenizer
+
+
+class Sleeper(nn.Module):
+    def __init__(self, seconds, inner=None):
+        super().__init__()
+        self.seconds, self.inner = seconds, inner
+
+    def forward(self):
+        time.sleep(self.seconds)
+        if self.inner is not None:
+            self.inner()
+
+
+def test_part_timer_is_exclusive():
+    head = Sleeper(0.06)
+    net = Sleeper(0.03, head)
+    timer = PartTimer({"network": [net], "head": [head]})
+    start = time.perf_counter()
+    net()
+    total = time.perf_counter() - start
+    timer.remove()
+    assert timer.seconds["head"] == pytest.approx(0.06, abs=0.02)
+    assert timer.seconds["network"] == pytest.approx(0.03, abs=0.02)  # the head's time is not counted twice
+    assert sum(timer.seconds.values()) <= total + 1e-6
+    net()  # hooks removed: no more time is added
+    assert timer.seconds["head"] < 0.09
+
+
+def test_matmul_peak_is_a_positive_rate():
+    peak = matmul_peak(sizes=(64, 128), repeats=2)
+    assert set(peak["by_size"]) == {64, 128} and peak["gflops"] == max(peak["by_size"].values()) > 0
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_speed") / "mar"
+    torch.manual_seed(0)
+    pipe = MARPipeline(transformer=MARModel.from_preset("test", sample_size=16, in_channels=1, patch_size=2,
+                                                        num_classes=10, head_steps=2),
+                       image_tokenizer=PixelTokenizer(1))
+    pipe.save_pretrained(root)
+    (root / "training_info.json").write_text(json.dumps(
+        {"dataset": "digits", "steps": 3, "sample": {"num_inference_steps": 3, "guidance_scale": 2.0}}))
+    return root
+
+
+def test_bench_speed_rows_shares_split_and_report(folder, tmp_path):
+    out = tmp_path / "speed.md"
+    res = bench_speed([str(folder)], batch_size=2, repeats=2, top_ops=3, threads=1, out=str(out))
+    assert out.read_text() == res["markdown"] and res["command"] in res["markdown"]
+    peak = res["peak"]["gflops"]
+    (p,) = res["pipelines"]
+    assert p["class"] == "MARPipeline" and [r["batch_size"] for r in p["rows"]] == [1, 2]
+    one, two = p["rows"]
+    assert one["flops_per_image"] > 0 and two["flops_per_image"] == pytest.approx(one["flops_per_image"], rel=0.01)
+    for r in p["rows"]:
+        assert r["seconds"] == pytest.approx(statistics.median(r["times"]))
+        assert r["share_of_peak"] == pytest.approx(r["flops_per_image"] * r["batch_size"] / r["seconds"] / 1e9 / peak)
+    assert set(p["parts"]) == {"network", "head", "decode", "rest"}  # no text encoder in a class pipeline
+    assert sum(p["parts"].values()) == pytest.approx(1.0) and p["parts"]["head"] > 0 and p["parts"]["network"] > 0
+    assert len(p["top_ops"]) == 3 and all(o["op"].startswith("aten::") or o["op"] for o in p["top_ops"])
+    assert f"{100 * two['share_of_peak']:.0f} %" in res["markdown"]
+
+
+def test_pipeline_parts_names_the_head(folder):
+    from genlab.pipelines.loading import load_pipeline
+
+    parts = pipeline_parts(load_pipeline(str(folder)))
+    assert parts["network"][0] is not None and [type(m).__name__ for m in parts["head"]] == ["MLPDiffusionHead"]
+
+
+def test_bench_speed_errors(tmp_path):
+    with pytest.raises(GenlabError, match="not a pipeline folder"):
+        bench_speed([str(tmp_path)], out=None)
+    with pytest.raises(GenlabError, match="batch_size"):
+        bench_speed([str(tmp_path)], batch_size=0, out=None)
