@@ -218,3 +218,23 @@ def test_the_three_stages_train_through_the_shared_trainer(tmp_path):
     with pytest.raises(GenlabError, match="text-to-image training is stage 3"):
         run_recipe(load_recipe("ett-digits", quick + [f"init={tmp_path / 'ett'}", "objective.task=generation"]),
                    str(tmp_path / "bad"), str(tmp_path / "run-bad"))
+
+
+def test_task_both_is_the_caption_plus_the_generation_loss():
+    from genlab.text_tokenizer import build_word_tokenizer
+    from genlab.training.ett import ETTObjective, ETTStack
+
+    captions = ["a red star", "a blue circle at the top"]
+    words = build_word_tokenizer(captions)
+    tok, _ = parts()
+    model = ETTModel(**{**SIZES, "text_vocab_size": len(words)})
+    stack = ETTStack(model, tok, stage=3)
+    batch = {"pixel_values": images(), "caption": captions}
+    losses = {task: ETTObjective(words, 3, task=task, prompt_dropout=0.5)(stack, batch, torch.Generator().manual_seed(3))
+              for task in ("caption", "generation", "both")}
+    both = losses["both"]
+    assert torch.allclose(both["loss_caption"], losses["caption"]["loss"])
+    assert torch.allclose(both["loss_generation"], losses["generation"]["loss"])  # the same prompt dropout draw
+    assert torch.allclose(both["loss"], losses["caption"]["loss"] + losses["generation"]["loss"])
+    with pytest.raises(GenlabError, match="stage 3"):
+        ETTObjective(words, 2, task="both")

@@ -41,11 +41,23 @@ def _batched(fn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([fn(images[i : i + batch_size]).cpu() for i in range(0, len(images), batch_size)])
 
 
+def class_predictions(images, classifier, batch_size: int = 256) -> torch.Tensor:
+    """The class ``classifier`` (a FeatureClassifier or shipped name) assigns each of ``images``, (N,) long."""
+    images = _check_images(images)
+    classifier = _get_classifier(classifier)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        return _batched(classifier, images, batch_size).argmax(dim=1)
+    finally:
+        classifier.train(was_training)
+
+
 def class_accuracy(images, labels, classifier, batch_size: int = 256) -> float:
     """Fraction in [0, 1] of ``images`` that ``classifier`` (a FeatureClassifier or shipped name) assigns ``labels``."""
     images = _check_images(images)
     classifier = _get_classifier(classifier)
-    batch_size = check_positive_int(batch_size, "batch_size")
     labels = torch.as_tensor(labels)
     if labels.ndim != 1 or len(labels) != len(images):
         raise GenlabError(
@@ -56,12 +68,7 @@ def class_accuracy(images, labels, classifier, batch_size: int = 256) -> float:
         raise GenlabError(
             f"labels must lie in [0, {n - 1}] for this classifier, got {labels.min().item()}..{labels.max().item()}"
         )
-    was_training = classifier.training
-    classifier.eval()
-    try:
-        pred = _batched(classifier, images, batch_size).argmax(dim=1)
-    finally:
-        classifier.train(was_training)
+    pred = class_predictions(images, classifier, batch_size)
     return (pred == labels.cpu().long()).double().mean().item()
 
 
@@ -125,10 +132,26 @@ def frechet_distance(real_images, fake_images, classifier, batch_size: int = 256
     return max(float(value), 0.0)
 
 
+def color_names(images, threshold: float = 0.5) -> list[str]:
+    """The shapes-palette colour drawn in each RGB image (in [-1, 1]): the mean colour of the pixels brighter than
+    `threshold` (on [0, 1]; the black background and the antialiased rim excluded), matched to the nearest colour of
+    the palette."""
+    from ..data.shapes import COLORS
+
+    images = _check_images(images)
+    if images.shape[1] != 3:
+        raise GenlabError(f"colours need RGB images, got {images.shape[1]} channel(s)")
+    names = list(COLORS)
+    palette = torch.tensor([COLORS[n] for n in names], dtype=torch.float64) / 255
+    x = ((images.double().cpu().clamp(-1, 1) + 1) / 2).flatten(2)  # (B, 3, HW)
+    bright = x.amax(1, keepdim=True) > threshold
+    mean = (x * bright).sum(2) / bright.sum(2).clamp(min=1)  # (B, 3); black where nothing is drawn
+    return [names[i] for i in torch.cdist(mean, palette).argmin(1).tolist()]
+
+
 def color_accuracy(images, colors, threshold: float = 0.5) -> float:
-    """Fraction of RGB `images` (in [-1, 1]) whose drawn colour is the named one: the mean colour of the pixels
-    brighter than `threshold` (on [0, 1]; the black background and the antialiased rim excluded) is matched to the nearest colour of
-    the shapes palette. For the shapes data set, whose captions name the colour."""
+    """Fraction of RGB `images` (in [-1, 1]) whose drawn colour (`color_names`) is the named one. For the shapes
+    data set, whose captions name the colour."""
     from ..data.shapes import COLORS
 
     images = _check_images(images)
@@ -139,13 +162,7 @@ def color_accuracy(images, colors, threshold: float = 0.5) -> float:
     unknown = sorted(set(colors) - set(COLORS))
     if unknown:
         raise GenlabError(f"unknown colour(s) {unknown}; the shapes palette has {sorted(COLORS)}")
-    names = list(COLORS)
-    palette = torch.tensor([COLORS[n] for n in names], dtype=torch.float64) / 255
-    x = ((images.double().cpu().clamp(-1, 1) + 1) / 2).flatten(2)  # (B, 3, HW)
-    bright = x.amax(1, keepdim=True) > threshold
-    mean = (x * bright).sum(2) / bright.sum(2).clamp(min=1)  # (B, 3); black where nothing is drawn
-    nearest = torch.cdist(mean, palette).argmin(1)
-    return sum(names[i] == c for i, c in zip(nearest.tolist(), colors)) / len(colors)
+    return sum(a == c for a, c in zip(color_names(images, threshold), colors)) / len(colors)
 
 
 def _check_pair(a, b):
@@ -211,3 +228,26 @@ def real_reference(
         raise GenlabError(f"n={n} exceeds the {len(images)} images of {dataset_name} {split}")
     idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
     return images[idx.sort().values]
+
+
+def caption_attribute_accuracy(captions: list[str], attributes: list[dict]) -> dict:
+    """How often captions say each attribute right. `attributes[i]` is the truth for caption i (a data set's
+    `attributes`: shape, color, size, position / digit, thickness, slant); every key with string values is scored.
+    The value a caption states is the longest known value of that key found in it as whole words ("top left" before
+    "left"); none found counts as wrong. Returns {key: accuracy, ..., "mean": mean over the keys}."""
+    import re
+
+    if len(captions) != len(attributes) or not captions:
+        raise GenlabError(f"caption_attribute_accuracy needs one attribute dict per caption, got {len(attributes)} "
+                          f"for {len(captions)} captions")
+    keys = sorted(k for k, v in attributes[0].items() if isinstance(v, str))
+    values = {k: sorted({a[k] for a in attributes}, key=len, reverse=True) for k in keys}
+    scores = {}
+    for k in keys:
+        hits = 0
+        for caption, truth in zip(captions, attributes):
+            said = next((v for v in values[k] if re.search(rf"(?<![\w-]){re.escape(v)}(?![\w-])", caption)), None)
+            hits += said == truth[k]
+        scores[k] = hits / len(captions)
+    scores["mean"] = sum(scores[k] for k in keys) / len(keys) if keys else 0.0
+    return scores

@@ -3,8 +3,9 @@
 
 Stages (recipe `stage:`): 1 = projector only, on the caption loss; 2 = everything, on the caption loss + alpha x the
 tokenizer's own loss (MSE reconstruction + quantizer terms) on the same images; 3 = projector + LM with the tokenizer
-frozen, on the caption loss (`task: caption`) or on text-to-image next-code prediction (`task: generation`, the
-prompt dropped to the empty one with probability `prompt_dropout` for CFG).
+frozen, on the caption loss (`task: caption`), on text-to-image next-code prediction (`task: generation`, the
+prompt dropped to the empty one with probability `prompt_dropout` for CFG), or on the sum of both on the same batch
+(`task: both`: one pipeline that captions and generates, as ETT's chat and generation post-training share a model).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from ..errors import GenlabError
 from .objectives import unwrap
 
-TASKS = ("caption", "generation")
+TASKS = ("caption", "generation", "both")
 
 
 class ETTStack(nn.Module):
@@ -36,7 +37,7 @@ class ETTObjective(nn.Module):
         super().__init__()
         if task not in TASKS:
             raise GenlabError(f"unknown ETT task {task!r}; choose one of {', '.join(TASKS)}")
-        if task == "generation" and stage != 3:
+        if task != "caption" and stage != 3:
             raise GenlabError("ETT text-to-image training is stage 3 (the tokenizer frozen): set stage: 3")
         self.text_tokenizer, self.stage, self.alpha, self.task = text_tokenizer, stage, alpha, task
         self.prompt_dropout = prompt_dropout
@@ -55,13 +56,16 @@ class ETTObjective(nn.Module):
         tune = self.stage == 2
         with torch.set_grad_enabled(tune):
             z_q, ids, q_losses = tok.quantize(tok.encoder(tok.check_images(images)))
-        if self.task == "generation":
+        out = {}
+        if self.task != "caption":
             drop = torch.rand(len(words), generator=generator) < self.prompt_dropout
             prompts = [[] if d else w for w, d in zip(words, drop.tolist())]
-            loss = lm.generation_loss(prompts, ids, tok.quantizer.codebook().detach())
-            return {"loss": loss, "loss_generation": loss.detach()}
+            generation = lm.generation_loss(prompts, ids, tok.quantizer.codebook().detach())
+            out = {"loss": generation, "loss_generation": generation.detach()}
+            if self.task == "generation":
+                return out
         caption = lm.caption_loss(lm.visual_embeds(z_q, ids), words)
-        out = {"loss": caption, "loss_caption": caption.detach()}
+        out.update(loss=out.get("loss", 0) + caption, loss_caption=caption.detach())
         if tune and self.alpha:
             reconstruction = F.mse_loss(tok.decoder(z_q), images)
             tokenizer_loss = reconstruction + q_losses["loss"]
