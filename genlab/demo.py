@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import PIL.Image
 import torch
 
 from . import registry
@@ -191,6 +192,7 @@ class Demo:
             "acceleration": {"visible": bool(spec.acceleration_choices), "label": spec.acceleration_label,
                              "choices": spec.acceleration_choices},
             "compare": compare_modes(spec),
+            "caption": {"visible": callable(getattr(registry.pipeline_class(spec.class_name), "caption", None))},
         }
 
     def call_kwargs(self, spec: PipelineSpec, inputs: dict, batch=1, seed=0, acceleration=None) -> dict:
@@ -303,6 +305,23 @@ class Demo:
         path, seconds = self._run(spec, kwargs, spec.name)
         return path, f"{spec.name}: {seconds:.2f} s"
 
+    def caption(self, name, image) -> str:
+        """Caption an uploaded image (a PIL image or a file path) with a pipeline that can (`pipe.caption`)."""
+        spec = self.spec(name)
+        if not self.controls(name)["caption"]["visible"]:
+            raise GenlabError(f"{spec.name} ({spec.class_name}) does not caption images")
+        if image is None:
+            raise GenlabError("upload an image to caption")
+        if isinstance(image, str):
+            try:
+                image = PIL.Image.open(image)
+                image.load()
+            except (OSError, ValueError) as e:
+                raise GenlabError(f"cannot read the uploaded image: {first_line(e)}") from None
+        start = time.perf_counter()
+        (text,) = self.pipeline(spec).caption(image)
+        return f"**caption:** {text or '(empty)'} · {spec.name}: {time.perf_counter() - start:.2f} s"
+
     def compare(self, name, mode, inputs: dict, batch=1, seed=0, acceleration=None) -> dict:
         """Two runs on the same seed: files a/b, labels, seconds and the speed ratio B/A, and the timing text."""
         spec = self.spec(name)
@@ -412,6 +431,9 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
                                          ("method vs baseline", COMPARE_BASELINE)], label="compare", visible=False,
                                         elem_id="compare_mode")
                 compare_btn = gr.Button("Compare", visible=False, elem_id="compare")
+                caption_image = gr.Image(type="pil", label="image to caption", visible=False,
+                                         elem_id="caption_image")
+                caption_btn = gr.Button("Caption", visible=False, elem_id="caption")
             with gr.Column(scale=2):
                 status = gr.Markdown(label="status", elem_id="status")
                 output = gr.Image(type="filepath", label="output", elem_id="output")
@@ -427,7 +449,7 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
             except Exception as e:  # noqa: BLE001  e.g. a corrupt folder: say so, hide what cannot be used
                 hidden = [gr.update(visible=False)] * (7 + len(accel_dds))
                 return [_error_text(e), *hidden, gr.update(choices=[], value=None, visible=False),
-                        gr.update(visible=False)]
+                        gr.update(visible=False), gr.update(visible=False), gr.update(visible=False)]
             about_text = f"`{spec.class_name}`"
             if spec.info.get("parameters"):
                 about_text += f" · {spec.info['parameters'] / 1e6:.2f}M parameters"
@@ -450,10 +472,12 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
                 *accel_updates,
                 gr.update(visible=bool(modes), choices=modes, value=modes[0][1] if modes else None),
                 gr.update(visible=bool(modes)),
+                gr.update(visible=c["caption"]["visible"]),
+                gr.update(visible=c["caption"]["visible"]),
             ]
 
         select_outputs = [about, class_label, prompt, num_frames, steps, guidance, temperature, accel_on, *accel_dds,
-                          compare_mode, compare_btn]
+                          compare_mode, compare_btn, caption_image, caption_btn]
         form = [pipeline, class_label, prompt, num_frames, steps, guidance, temperature, seed, batch, accel_on]
 
         def unpack(args):
@@ -486,6 +510,13 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
                 return None, None, _error_text(e)
             return r["a"], r["b"], f"A = {r['label_a']}, B = {r['label_b']} (same seed)\n\n{r['text']}"
 
+        def on_caption(name, image):
+            """Caption: the status line with the caption; an error becomes the status line."""
+            try:
+                return demo.caption(name, image)
+            except Exception as e:  # noqa: BLE001  the page shows one line, never a traceback
+                return _error_text(e)
+
         form_names = [*FORM_FIELDS, *accel_args]
         named(on_generate, form_names)
         named(on_compare, ["compare_mode", *form_names])
@@ -509,6 +540,8 @@ def build_app(pipelines_dir: str = "pipelines", max_steps: int = 100, max_batch:
         compare_btn.click(on_compare, [compare_mode] + form + accel_dds, [output_a, output_b, status],
                           api_name="compare", concurrency_id="sampling").then(lambda: show(False), None, pair,
                                                                               api_name=False)
+        caption_btn.click(on_caption, [pipeline, caption_image], status, api_name="caption",
+                          concurrency_id="sampling")
     app.queue(default_concurrency_limit=1)
     app.genlab_demo = demo  # the logic behind the page, for tests and scripts
     return app

@@ -236,3 +236,29 @@ def test_served_app_compare_and_errors_through_gradio_client():
         assert os.path.isfile(image) and "ddt-digits" in status
     finally:
         app.close()
+
+
+def test_captioning_pipelines_caption_an_uploaded_image(token_dir, tmp_path):
+    from genlab.models.ett import ETTModel
+    from genlab.pipelines.ett import ETTPipeline
+    from genlab.text_tokenizer import build_word_tokenizer
+    from genlab.tokenizers import VQTokenizer
+
+    words = build_word_tokenizer(["a small red star at the top", "a large blue circle on the left"])
+    tok = VQTokenizer(in_channels=3, codebook_size=32, codebook_dim=8, channel_multipliers=(1, 2, 2),
+                      quantizer_type="ibq", l2_normalize=False)
+    model = ETTModel(text_vocab_size=len(words), codebook_size=32, codebook_dim=8, grid_size=4, hidden_size=32,
+                     num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, max_position_embeddings=64)
+    ETTPipeline(transformer=model, image_tokenizer=tok, text_tokenizer=words).save_pretrained(token_dir / "ett-x")
+    demo = Demo(str(token_dir), max_steps=20, max_batch=4)
+    controls = demo.controls("ett-x")
+    assert controls["caption"]["visible"] and controls["prompt"]["visible"]
+    assert not demo.controls("ar-x")["caption"]["visible"]
+    upload = tmp_path / "upload.png"
+    PIL.Image.new("RGB", (40, 30), (255, 0, 0)).save(upload)  # any size: resized to the 16 px the model reads
+    for image in (str(upload), PIL.Image.open(upload)):
+        assert demo.caption("ett-x", image).startswith("**caption:**")
+    for name, image, message in (("ar-x", str(upload), "does not caption"), ("ett-x", None, "upload an image"),
+                                 ("ett-x", str(tmp_path / "missing.png"), "cannot read the uploaded image")):
+        with pytest.raises(GenlabError, match=message):
+            demo.caption(name, image)

@@ -71,11 +71,16 @@ class ETTPipeline(GenlabPipeline):
         self.last_num_forward = self.transformer.last_num_forward
         return self.image_output(self.image_tokenizer.decode(ids), output_type, return_dict)
 
+    @property
+    def caption_size(self) -> int:
+        """The image side the model reads: its code grid times the tokenizer's downsampling."""
+        return self.transformer.config.grid_size * self.image_tokenizer.downsample_factor
+
     @torch.no_grad()
     def caption(self, images, max_new_tokens: int = 12, temperature: float = 0.0,
                 generator: torch.Generator | None = None) -> list[str]:
-        """Captions of images: PIL images or a (B, C, H, W) tensor in [-1, 1] of the tokenizer's size; greedy at
-        temperature 0."""
+        """Captions of images: PIL images of any size (resized to `caption_size`) or a (B, C, H, W) tensor in
+        [-1, 1] of that size; greedy at temperature 0."""
         self.check_components()
         x = self.caption_inputs(images)
         tok = self.image_tokenizer
@@ -91,15 +96,16 @@ class ETTPipeline(GenlabPipeline):
         return [self.text_tokenizer.decode(w) for w in words]
 
     def caption_inputs(self, images) -> torch.Tensor:
-        """PIL image(s) (converted to the tokenizer's channels) or a tensor, as a (B, C, H, W) float tensor."""
+        """PIL image(s) (converted to the tokenizer's channels and resized to `caption_size`) or a tensor, as a
+        (B, C, H, W) float tensor."""
         if isinstance(images, Image.Image):
             images = [images]
         if isinstance(images, (list, tuple)) and images and all(isinstance(i, Image.Image) for i in images):
             mode = "L" if self.image_tokenizer.image_channels == 1 else "RGB"
-            sizes = {i.size for i in images}
-            if len(sizes) != 1:
-                raise GenlabError(f"caption images must share one size, got {sorted(sizes)}")
-            arrays = [np.asarray(i.convert(mode), dtype=np.float32).reshape(i.size[1], i.size[0], -1) for i in images]
+            side = self.caption_size
+            images = [i.convert(mode) for i in images]
+            images = [i if i.size == (side, side) else i.resize((side, side), Image.BICUBIC) for i in images]
+            arrays = [np.asarray(i, dtype=np.float32).reshape(side, side, -1) for i in images]
             return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1
         if isinstance(images, torch.Tensor):
             return images
