@@ -4,7 +4,7 @@ measured ratios, Mamba time, the growth ladder, the report, quality on the shipp
 import pytest
 
 from genlab.errors import GenlabError
-from genlab.eval.bench_mvar import LADDER, TINY, VAR_256, attention_pairs, bench_mvar
+from genlab.eval.bench_mvar import LADDER, TINY, VAR_256, attention_pairs, bench_mvar, equal_parameter_depth
 
 TINY_SIZES = dict(hidden_size=32, depth=2, num_heads=2, d_state=16, mamba_headdim=16, vocab_size=64,
                   latent_channels=8, repeats=1, threads=1)
@@ -44,6 +44,14 @@ def test_speed_only_bench_rows_ratios_growth_and_report(tmp_path):
     assert all(g["batch_size"] == 1 and g["mamba_seconds"] > 0 for g in res["growth"])
     assert res["verdict"]["not_slower_at_680"] == (res["speed"][-1]["seconds"]["M-VAR"]
                                                    <= res["speed"][-1]["seconds"]["VAR"])
+    equal = res["equal_parameters"]
+    assert [(e["num_tokens"], e["batch_size"]) for e in equal] == [(680, 1), (680, 2)]
+    for e in equal:
+        assert e["depth"]["VAR"] == 2 and e["depth"]["M-VAR"] == equal_parameter_depth(TINY_SIZES) == 1
+        assert abs(e["parameters"]["M-VAR"] - e["parameters"]["VAR"]) < abs(
+            res["speed"][-1]["parameters"]["M-VAR"] - e["parameters"]["VAR"])  # closer than at equal depth
+    assert res["verdict"]["not_slower_at_680_equal_parameters"] == (equal[-1]["seconds"]["M-VAR"]
+                                                                    <= equal[-1]["seconds"]["VAR"])
 
 
 def test_quality_on_the_shipped_digits_pair(tmp_path):

@@ -29,8 +29,10 @@ LADDER = ((1, 2, 3, 4), TINY, (1, 2, 3, 4, 5, 6, 8, 10), (1, 2, 3, 4, 5, 6, 8, 1
 GUIDANCE, TOP_P = 2.5, 0.96  # VAR's FID sampling setting (cfg 1.5 = guidance 2.5, top-p 0.96)
 
 
-def _models(patch_nums, hidden_size, depth, num_heads, d_state, mamba_headdim, vocab_size, latent_channels):
-    """(tokenizer, {"VAR": VARModel, "M-VAR": MVARModel}) with random weights for one schedule."""
+def _models(patch_nums, hidden_size, depth, num_heads, d_state, mamba_headdim, vocab_size, latent_channels,
+            mvar_depth=None):
+    """(tokenizer, {"VAR": VARModel, "M-VAR": MVARModel}) with random weights for one schedule; M-VAR has VAR's
+    depth unless `mvar_depth` is given."""
     import torch
 
     from ..models.mvar import MVARModel
@@ -43,7 +45,8 @@ def _models(patch_nums, hidden_size, depth, num_heads, d_state, mamba_headdim, v
     tok = MultiScaleVQTokenizer(block_out_channels=(8,), norm_num_groups=4, latent_channels=latent_channels,
                                 codebook_size=vocab_size, patch_nums=tuple(patch_nums)).eval()
     models = {"VAR": VARModel(**common).eval(),
-              "M-VAR": MVARModel(**common, d_state=d_state, mamba_headdim=mamba_headdim).eval()}
+              "M-VAR": MVARModel(**{**common, "depth": mvar_depth or depth}, d_state=d_state,
+                                 mamba_headdim=mamba_headdim).eval()}
     return tok, models
 
 
@@ -95,13 +98,15 @@ def attention_pairs(patch_nums) -> dict:
     return {"VAR": int(block_causal_mask(patch_nums).sum()), "M-VAR": int(block_diagonal_mask(patch_nums).sum())}
 
 
-def _speed_row(patch_nums, batch: int, sizes: dict, repeats: int, seed: int, count_flops: bool = True) -> dict:
+def _speed_row(patch_nums, batch: int, sizes: dict, repeats: int, seed: int, count_flops: bool = True,
+               mvar_depth: int | None = None) -> dict:
     from ..modeling import count_parameters
 
-    tok, models = _models(patch_nums, **sizes)
+    tok, models = _models(patch_nums, **sizes, mvar_depth=mvar_depth)
     calls = {name: _sampler(m, tok, batch, seed) for name, m in models.items()}
     warm, timing = time_round_robin(calls, repeats)
     row = {"patch_nums": list(patch_nums), "num_tokens": models["VAR"].num_tokens, "batch_size": batch,
+           "depth": {n: len(m.blocks) for n, m in models.items()},
            "forward_passes": {n: warm[n].num_forward for n in models},
            "parameters": {n: count_parameters(m) for n, m in models.items()},
            "seconds": {n: t.median for n, t in timing.items()}, "spread": {n: t.spread for n, t in timing.items()},
@@ -114,6 +119,25 @@ def _speed_row(patch_nums, batch: int, sizes: dict, repeats: int, seed: int, cou
         row["flops"] = {n: _flops(c) for n, c in calls.items()}
         row["flop_ratio"] = row["flops"]["M-VAR"] / row["flops"]["VAR"]
     return row
+
+
+def equal_parameter_depth(sizes: dict) -> int:
+    """The M-VAR depth whose parameter count is closest to VAR's at `sizes` (an M-VAR block is about 1.5 VAR
+    blocks: spec mvar.md §10 check 12), counted on the meta device."""
+    import torch
+
+    from ..modeling import count_parameters
+    from ..models.mvar import MVARModel
+    from ..models.var import VARModel
+
+    common = dict(patch_nums=list(TINY), vocab_size=sizes["vocab_size"], latent_channels=sizes["latent_channels"],
+                  hidden_size=sizes["hidden_size"], num_heads=sizes["num_heads"])
+    with torch.device("meta"):
+        target = count_parameters(VARModel(**common, depth=sizes["depth"]))
+        counts = {d: count_parameters(MVARModel(**common, depth=d, d_state=sizes["d_state"],
+                                                mamba_headdim=sizes["mamba_headdim"]))
+                  for d in range(1, sizes["depth"] + 1)}
+    return min(counts, key=lambda d: abs(counts[d] - target))
 
 
 def _quality(var_path: str, mvar_path: str, num_samples: int, seeds) -> tuple[str, dict]:
@@ -152,16 +176,21 @@ def bench_mvar(var_path: str = "pipelines/var-digits", mvar_path: str = "pipelin
         dataset, quality = _quality(var_path, mvar_path, num_samples, seeds) if var_path else (None, None)
         speed = [_speed_row(p, b, sizes, repeats, seed) for p in (TINY, VAR_256) for b in sorted({1, batch_size})]
         growth = [_speed_row(p, 1, sizes, repeats, seed, count_flops=False) for p in LADDER]
+        # the brief's comparison: equal parameters (M-VAR shallower), at L = 680
+        equal = [_speed_row(VAR_256, b, sizes, repeats, seed, mvar_depth=equal_parameter_depth(sizes))
+                 for b in sorted({1, batch_size})]
 
     big = next(r for r in speed if r["num_tokens"] == sum(p * p for p in VAR_256) and r["batch_size"] == batch_size)
-    verdict = {"not_slower_at_680": big["seconds"]["M-VAR"] <= big["seconds"]["VAR"]}
+    verdict = {"not_slower_at_680": big["seconds"]["M-VAR"] <= big["seconds"]["VAR"],
+               "not_slower_at_680_equal_parameters": equal[-1]["seconds"]["M-VAR"] <= equal[-1]["seconds"]["VAR"]}
     if quality:
         v, m = quality["VAR"], quality["M-VAR"]
         verdict["fd_at_or_below"] = m["fd_mean"] <= v["fd_mean"]
         verdict["fd_not_worse"] = m["fd_mean"] <= v["fd_mean"] + max(v["fd_std"], m["fd_std"])
     command = BENCH.command(arguments)
     result = {"bench": "mvar", "command": command, "arguments": arguments, "machine": machine_info(threads),
-              "dataset": dataset, "speed": speed, "growth": growth, "quality": quality, "verdict": verdict}
+              "dataset": dataset, "speed": speed, "growth": growth, "equal_parameters": equal, "quality": quality,
+              "verdict": verdict}
     if quality:
         result["summary"] = BenchSummary(
             method="M-VAR (intra-scale attention + Mamba-2)", baseline="VAR (block-causal attention)",
@@ -204,9 +233,17 @@ def _markdown(r: dict) -> str:
         lines.append(f"| {tuple(g['patch_nums'])} | {g['num_tokens']} | {g['seconds']['VAR']:.3f} | "
                      f"{g['seconds']['M-VAR']:.3f} | {g['mvar_over_var_speed']:.2f}× | {g['mamba_seconds']:.3f} | "
                      f"{g['pair_ratio']:.3f} |")
+    lines += ["", "At equal parameters, L = 680 (M-VAR shallower, the same width; the comparison the shipped pairs make):",
+              "", "| batch | VAR depth / parameters | M-VAR depth / parameters | VAR s | M-VAR s | VAR / M-VAR time | "
+              "FLOP ratio |", "|---|---|---|---|---|---|---|"]
+    for e in r["equal_parameters"]:
+        lines.append(f"| {e['batch_size']} | {e['depth']['VAR']} / {e['parameters']['VAR']:,} | "
+                     f"{e['depth']['M-VAR']} / {e['parameters']['M-VAR']:,} | {e['seconds']['VAR']:.3f} | "
+                     f"{e['seconds']['M-VAR']:.3f} | **{e['mvar_over_var_speed']:.2f}×** | {e['flop_ratio']:.2f} |")
     v = r["verdict"]
-    lines += ["", f"M-VAR no slower than VAR at L = 680, batch {a['batch_size']}: "
-              f"{'yes' if v['not_slower_at_680'] else 'no'}.", ""]
+    lines += ["", f"M-VAR no slower than VAR at L = 680, batch {a['batch_size']}: at equal depth and width "
+              f"{'yes' if v['not_slower_at_680'] else 'no'}; at equal parameters "
+              f"{'yes' if v['not_slower_at_680_equal_parameters'] else 'no'}.", ""]
     if r["quality"]:
         lines += quality_table(r["quality"], ("VAR", "M-VAR"))
         lines += ["", (f"M-VAR's Fréchet distance at or below VAR's: {'yes' if v['fd_at_or_below'] else 'no'}; "
