@@ -23,7 +23,7 @@ import tempfile
 
 from ..errors import GenlabError, check_positive_int
 from .harness import (NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_seeds, over_seeds,
-                      torch_threads)
+                      summarize, torch_threads)
 from .report import load_expected, machine_info, machine_line, write_report
 
 ALPHAS = (0.0, 0.25, 1.0)
@@ -123,8 +123,6 @@ def bench_ett(tokenizer: str = "tokenizers/ibq-shapes", ett_path: str = "pipelin
               repeats: int = 3, threads: int = 2,
               out: str | None = "bench/ett.md") -> dict:
     """Benchmark ETT vs the frozen tokenizer; see the module doc."""
-    import statistics
-
     from ..data import load_dataset
     from ..pipelines.loading import load_pipeline, training_info
     from ..tokenizers import load_tokenizer
@@ -162,14 +160,8 @@ def bench_ett(tokenizer: str = "tokenizers/ibq-shapes", ett_path: str = "pipelin
                         pipe = load_pipeline(path)
                         runs[arm].append({**caption_scores(pipe, images, attributes),
                                           **reconstruction(pipe.image_tokenizer.eval(), images)})
-            captioning = {}
-            for arm, rows in runs.items():
-                stats = {}
-                for key in [k for k in rows[0] if k != "examples"]:
-                    values = [r[key] for r in rows]
-                    stats[key] = {"values": values, "mean": statistics.fmean(values),
-                                  "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-                captioning[arm] = {**stats, "examples": rows[0]["examples"]}
+            captioning = {arm: {**summarize([{k: v for k, v in r.items() if k != "examples"} for r in rows]),
+                                "examples": rows[0]["examples"]} for arm, rows in runs.items()}
         generation, timing = None, None
         if ett_path:
             paths = {"ETT (tuned)": ett_path, "frozen": frozen_path}

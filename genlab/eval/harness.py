@@ -161,7 +161,11 @@ def ratio(baseline: Timing, method: Timing) -> float:
 # ---------------------------------------------------------------- quality
 def over_seeds(measure: Callable[[int], dict], seeds) -> dict:
     """Run `measure(seed) -> {metric: value}` for every seed; returns metric -> {values, mean, std}."""
-    runs = [measure(s) for s in check_seeds(seeds)]
+    return summarize([measure(s) for s in check_seeds(seeds)])
+
+
+def summarize(runs: list[dict]) -> dict:
+    """metric -> {values, mean, std} of runs [{metric: value}, ...] (one per seed)."""
     out = {}
     for key in runs[0]:
         values = [float(r[key]) for r in runs]
