@@ -1,6 +1,8 @@
 """The IBQ quantizer (ETT's tokenizer): forward values, argmax of dot products (not L2), the gradient reach of a
 downstream loss (spec ett.md checks 1 and 2), its losses, and the VQTokenizer switch."""
 
+import math
+
 import pytest
 import torch
 
@@ -19,7 +21,7 @@ def test_forward_is_the_chosen_code_and_the_argmax_of_dot_products():
     assert torch.equal(ids, dots.argmax(-1))
     with torch.no_grad():
         assert torch.equal(q(z)[0], cb[ids].permute(0, 3, 1, 2))  # without gradients: the hard code itself
-    assert set(losses) == {"loss", "ibq", "commit", "codebook"} and losses["loss"].requires_grad
+    assert set(losses) == {"loss", "ibq", "commit", "codebook", "entropy"} and losses["loss"].requires_grad
 
 
 def test_dot_product_and_l2_choose_differently_for_codes_of_unequal_norms():
@@ -58,3 +60,21 @@ def test_the_tokenizer_switch_saves_and_refuses_unknown_quantizers(tmp_path):
     assert torch.equal(back.encode(images), tok.encode(images))
     with pytest.raises(GenlabError, match="unknown quantizer_type 'fsq'"):
         VQTokenizer(quantizer_type="fsq")
+
+
+def test_the_entropy_term_rewards_sharp_assignments_spread_over_the_codebook():
+    from genlab.tokenizers.vq import IBQQuantizer
+
+    q = IBQQuantizer(codebook_size=4, codebook_dim=2, entropy_temperature=0.01)
+    one_code = torch.tensor([[10.0, 0, 0, 0]]).repeat(8, 1)  # every position sharply on code 0
+    spread = torch.eye(4).repeat(2, 1) * 10  # sharply on codes 0..3, each twice
+    blurred = torch.zeros(8, 4)  # every position undecided
+    assert abs(q.entropy_loss(one_code)) < 1e-6
+    assert abs(q.entropy_loss(spread) + math.log(4)) < 1e-6  # 0 - H(uniform over 4)
+    assert abs(q.entropy_loss(blurred)) < 1e-6  # H(uniform) - H(uniform)
+    z = torch.randn(2, 2, 3, 3)
+    _, _, losses = q(z)
+    assert torch.allclose(losses["loss"], losses["ibq"] + losses["commit"] + 0.25 * losses["codebook"]
+                          + 0.05 * losses["entropy"])
+    with pytest.raises(GenlabError, match="entropy_temperature"):
+        IBQQuantizer(entropy_temperature=0)

@@ -167,3 +167,17 @@ def test_masking_invariants_of_a_training_step():
         assert 0.7 <= ratio <= 1.0
         # the encoder sees the buffer (never masked) and the L - ceil(L m) visible tokens, the same in every row
         assert lengths[-1] == m.config.buffer_size + 16 - math.ceil(16 * ratio)
+
+
+def test_the_config_holds_the_arguments_given():
+    """Regression: diffusers maps positional super().__init__ arguments onto the signature without the
+    ignore_for_config names, which once put MAR's head_steps = 1 into dropout (a model trained with dropout 1)."""
+    import torch.nn as nn
+
+    for dropout in (0.0, 0.1):
+        m = TokenBridgeModel(sample_size=8, in_channels=1, patch_size=2, hidden_size=32, encoder_depth=1,
+                             decoder_depth=1, num_heads=2, head_width=16, head_depth=1, head_heads=2, num_levels=8,
+                             dropout=dropout)
+        assert m.config.dropout == dropout and m.config.head_width == 16 and m.config.num_levels == 8
+        assert {mod.p for mod in m.modules() if isinstance(mod, nn.Dropout)} == {dropout}
+        assert "head_steps" not in m.config and "diffusion_batch_mul" not in m.config

@@ -41,9 +41,14 @@ class TokenBridgeModel(MARModel):
                  channel_order: list | None = None, head_type: str = "ar", dropout: float = 0.0):
         if head_type not in HEADS:
             raise GenlabError(f"unknown head_type {head_type!r}; choose one of {', '.join(HEADS)}")
-        super().__init__(sample_size, in_channels, patch_size, hidden_size, decoder_hidden_size, encoder_depth,
-                         decoder_depth, num_heads, mlp_ratio, buffer_size, num_classes, class_names, text_dim,
-                         head_width, head_depth, 1, 1, dropout)
+        # by keyword: diffusers' register_to_config maps positional arguments onto the signature *without* the
+        # ignore_for_config names, so positionally the 1s of head_steps / diffusion_batch_mul would land on dropout
+        super().__init__(sample_size=sample_size, in_channels=in_channels, patch_size=patch_size,
+                         hidden_size=hidden_size, decoder_hidden_size=decoder_hidden_size, encoder_depth=encoder_depth,
+                         decoder_depth=decoder_depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                         buffer_size=buffer_size, num_classes=num_classes, class_names=class_names, text_dim=text_dim,
+                         head_width=head_width, head_depth=head_depth, head_steps=1, diffusion_batch_mul=1,
+                         dropout=dropout)
         # a buffer-only module: its tables are saved with the model and never trained (nor EMA-averaged)
         self.quantizer = DimensionwiseQuantizer(num_levels, tuple(value_range), std_range, quant_scheme,
                                                 num_channels=self.token_dim)

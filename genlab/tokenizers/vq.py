@@ -98,12 +98,26 @@ class IBQQuantizer(VectorQuantizer):
     on train/eval mode, so a tokenizer tuned in eval mode (ETT) still passes gradients.
 
     losses: `codebook` = mean(sg(z) - e)^2 (moves codes), `commit` = mean(sg(e) - z)^2 (moves the encoder),
-    `ibq` = mean(z_q - z)^2 (both, through the soft one-hot); `loss` = ibq + commit + beta * codebook.
+    `ibq` = mean(z_q - z)^2 (both, through the soft one-hot), `entropy` = mean_pos H(p) - H(mean_pos p) with
+    p = softmax(l / entropy_temperature) (MAGVIT-v2's term in IBQ's loss: sharp assignments, spread usage; without it
+    the argmax of dot products lets one code of large norm win every position); `loss` = ibq + commit + beta *
+    codebook + entropy_weight * entropy.
     """
 
     def __init__(self, codebook_size: int = 512, codebook_dim: int = 8, beta: float = 0.25,
-                 l2_normalize: bool = False):
+                 l2_normalize: bool = False, entropy_weight: float = 0.05, entropy_temperature: float = 0.01):
         super().__init__(codebook_size, codebook_dim, beta, l2_normalize)
+        if entropy_weight < 0 or entropy_temperature <= 0:
+            raise GenlabError(f"IBQ: entropy_weight must be >= 0 and entropy_temperature > 0, got {entropy_weight} "
+                              f"and {entropy_temperature}")
+        self.entropy_weight, self.entropy_temperature = float(entropy_weight), float(entropy_temperature)
+
+    def entropy_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        log_p = (logits.float() / self.entropy_temperature).log_softmax(1)
+        p = log_p.exp()
+        per_position = -(p * log_p).sum(1).mean()
+        mean_p = p.mean(0)
+        return per_position + (mean_p * torch.log(mean_p + 1e-10)).sum()
 
     def forward(self, z: torch.Tensor):
         b, d, h, w = z.shape
@@ -123,8 +137,9 @@ class IBQQuantizer(VectorQuantizer):
         ibq_loss = F.mse_loss(zq, zf)
         commit_loss = F.mse_loss(zf, hard.detach())
         codebook_loss = F.mse_loss(hard, zf.detach())
-        losses = {"loss": ibq_loss + commit_loss + self.beta * codebook_loss, "ibq": ibq_loss,
-                  "codebook": codebook_loss, "commit": commit_loss}
+        entropy = self.entropy_loss(logits) if self.entropy_weight else zf.new_zeros(())
+        losses = {"loss": ibq_loss + commit_loss + self.beta * codebook_loss + self.entropy_weight * entropy,
+                  "ibq": ibq_loss, "codebook": codebook_loss, "commit": commit_loss, "entropy": entropy}
         return zq.reshape(b, h, w, d).permute(0, 3, 1, 2), ids.reshape(b, h, w), losses
 
 
@@ -149,7 +164,8 @@ class VQTokenizer(ImageTokenizer):
     """Discrete tokens: encode(images) -> (B, h, w) long ids in [0, codebook_size).
 
     quantizer_type: "vq" (nearest code by L2, plain straight-through estimator) or "ibq" (argmax of dot products, the
-    soft one-hot straight-through that lets a downstream loss update every code; for ETT, with l2_normalize=False).
+    soft one-hot straight-through that lets a downstream loss update every code; for ETT, with l2_normalize=False;
+    entropy_weight / entropy_temperature: its codebook-usage term, IBQ's 0.05 and 0.01).
     Downsample factor is 2 ** (len(channel_multipliers) - 1). Presets (all untrained):
     - "tiny":    hidden 32, multipliers (1, 2), factor 2, 512 codes of dim 8 (~0.4M params; 16 px -> 8x8 ids)
     - "tiny-f4": hidden 32, multipliers (1, 2, 2), factor 4, 512 codes of dim 8 (~0.6M params; 32 px -> 8x8 ids)
@@ -174,6 +190,8 @@ class VQTokenizer(ImageTokenizer):
         beta: float = 0.25,
         l2_normalize: bool = True,
         quantizer_type: str = "vq",
+        entropy_weight: float = 0.05,
+        entropy_temperature: float = 0.01,
     ):
         super().__init__()
         if quantizer_type not in QUANTIZERS:
@@ -212,7 +230,9 @@ class VQTokenizer(ImageTokenizer):
         ]
         self.encoder = nn.Sequential(*enc)
 
-        self.quantizer = QUANTIZERS[quantizer_type](codebook_size, codebook_dim, beta, l2_normalize)
+        entropy = dict(entropy_weight=entropy_weight, entropy_temperature=entropy_temperature)
+        self.quantizer = QUANTIZERS[quantizer_type](codebook_size, codebook_dim, beta, l2_normalize,
+                                                    **(entropy if quantizer_type == "ibq" else {}))
 
         dec = [nn.Conv2d(codebook_dim, ch, 3, padding=1), ResBlock(ch, ch, g)]
         for i in reversed(range(len(widths))):
