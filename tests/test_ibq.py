@@ -35,10 +35,10 @@ def test_dot_product_and_l2_choose_differently_for_codes_of_unequal_norms():
     assert vq(z)[1].item() == 0  # but e_0 is the nearest by L2
 
 
-@pytest.mark.parametrize("kind", ["ibq", "vq"])
-def test_a_downstream_loss_reaches_the_encoder_and_with_ibq_every_code(kind):
+@pytest.mark.parametrize("kind, l2", [("ibq", False), ("ibq", True), ("vq", False)])
+def test_a_downstream_loss_reaches_the_encoder_and_with_ibq_every_code(kind, l2):
     torch.manual_seed(1)
-    tok = VQTokenizer(in_channels=1, codebook_size=32, codebook_dim=8, quantizer_type=kind, l2_normalize=False).eval()
+    tok = VQTokenizer(in_channels=1, codebook_size=32, codebook_dim=8, quantizer_type=kind, l2_normalize=l2).eval()
     images = torch.rand(2, 1, 16, 16) * 2 - 1
     zq, _, _ = tok.quantize(tok.encoder(images))
     (zq * torch.randn_like(zq)).sum().backward()  # a loss on z_q only, as the LM's caption loss is
