@@ -458,3 +458,21 @@ def test_every_objective_is_guarded_against_non_finite_losses(recipe, tmp_path, 
     with pytest.raises(GenlabError, match="became inf at step 1"):
         trainer.train()
     assert steps_of(tmp_path) == []
+
+
+def test_a_recipe_run_refuses_to_resume_from_another_starting_point(tmp_path):
+    """A run folder's checkpoints belong to the model they started from: after the recipe's init: folder (here the
+    tokenizer it builds on) changed, resuming would silently continue the old run; it is refused with one line."""
+    from genlab.training.recipe import load_recipe, run_recipe
+
+    quick = ["train.steps=2", "train.batch_size=4", "train.checkpoint_every=1"]
+    for seed in (0, 1):  # two different tokenizers in the same folder
+        run_recipe(load_recipe("vq-digits", quick + [f"train.seed={seed}"]), str(tmp_path / f"vq{seed}"),
+                   str(tmp_path / f"run-vq{seed}"))
+    ar = quick + [f"tokenizer.path={tmp_path / 'vq0'}", "model.hidden_size=32", "model.depth=1", "model.num_heads=2"]
+    run_recipe(load_recipe("ar-digits", ar), str(tmp_path / "ar"), str(tmp_path / "run-ar"))
+    again = run_recipe(load_recipe("ar-digits", ar), str(tmp_path / "ar2"), str(tmp_path / "run-ar"))
+    assert again["start_step"] == 2  # the same starting point resumes
+    other = [a.replace("vq0", "vq1") for a in ar]
+    with pytest.raises(GenlabError, match="started from other weights"):
+        run_recipe(load_recipe("ar-digits", other), str(tmp_path / "ar3"), str(tmp_path / "run-ar"))

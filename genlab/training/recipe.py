@@ -93,7 +93,7 @@ def run_recipe(recipe: dict, output_dir: str, run_dir: str | None = None, resume
     """Build, train (resuming from run_dir's checkpoints) and save the EMA model to output_dir."""
     from ..modeling import count_parameters
     from .builders import build_train_config
-    from .trainer import Trainer
+    from .trainer import Trainer, fingerprint
 
     builder_cls = registry.recipe_kind(recipe["kind"])
     recipe = copy.deepcopy(recipe)
@@ -101,7 +101,8 @@ def run_recipe(recipe: dict, output_dir: str, run_dir: str | None = None, resume
     config = build_train_config(recipe.get("train", {}))
     run_dir = run_dir or os.path.join("runs", recipe["name"])
     trainer = Trainer(builder.model, builder.objective, builder.dataset, config, run_dir,
-                      sample_fn=builder.sample_fn, accelerator=accelerator)
+                      sample_fn=builder.sample_fn, accelerator=accelerator,
+                      start_fingerprint=fingerprint(builder.model, getattr(builder, "tokenizer", None)))
     summary = trainer.train(resume=resume)
     if trainer.accelerator.is_main_process:
         model = trainer.ema_model()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import random
@@ -49,6 +50,17 @@ EMA_POWER = 3 / 4
 
 # Config keys that do not change the numbers a run produces (changing them between resumes is fine).
 _HARMLESS_KEYS = {"steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "num_workers"}
+
+
+def fingerprint(*modules: nn.Module | None) -> str:
+    """sha256 of the modules' parameters and buffers (names, shapes, bytes): the starting point a run was built
+    from (the model, and the frozen tokenizer its data go through)."""
+    h = hashlib.sha256()
+    for i, module in enumerate(m for m in modules if m is not None):
+        for name, t in sorted(module.state_dict().items()):
+            h.update(f"{i}.{name}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def derive_seed(*ints: int) -> int:
@@ -170,9 +182,13 @@ class Trainer:
         sample_fn: optional `sample_fn(ema_model, step) -> PIL.Image`, called every `config.sample_every` steps
             on the main process; saved as samples/step-XXXXXX.png.
         accelerator: an Accelerator to use (e.g. with DDP kwargs); by default one is made from the config.
+        start_fingerprint: `fingerprint(model)` of a deterministically built model (a recipe's seeded
+            construction, its init: folder and tokenizer): written into every checkpoint, and a resume from a
+            checkpoint of another starting point is refused (it would silently continue the old run).
     """
 
-    def __init__(self, model, objective, dataset, config: TrainConfig, output_dir, sample_fn=None, accelerator=None):
+    def __init__(self, model, objective, dataset, config: TrainConfig, output_dir, sample_fn=None, accelerator=None,
+                 start_fingerprint: str | None = None):
         if not isinstance(config, TrainConfig):
             raise GenlabError(f"config must be a TrainConfig, got {type(config).__name__}")
         if not isinstance(model, nn.Module):
@@ -190,6 +206,7 @@ class Trainer:
             raise GenlabError(f"dataset has {len(dataset)} items, fewer than one global batch "
                               f"({config.batch_size} x {acc.num_processes} processes)")
         self.model, self.dataset = model, dataset
+        self.start_fingerprint = start_fingerprint
         if isinstance(objective, nn.Module):
             own = {id(p) for p in model.parameters()}
             for p in objective.parameters():
@@ -257,6 +274,11 @@ class Trainer:
         checkpoints = list_checkpoints(self.checkpoint_dir) if resume else []
         if checkpoints:  # every process loads, before any of them trains on
             state = load_checkpoint(checkpoints[-1], self.model, self.ema, self.optimizer, self.scheduler)
+            saved = state.get("start_fingerprint")
+            if None not in (saved, self.start_fingerprint) and saved != self.start_fingerprint:
+                raise GenlabError(f"{checkpoints[-1]} belongs to a run that started from other weights than this "
+                                  "one (the recipe's init: folder, tokenizer or model changed since it began): delete "
+                                  f"{self.output_dir} to start over, or train into another run folder (--run-dir)")
             start = int(state["step"])
             self._warn_changes(state)
             acc.print(f"resuming from {checkpoints[-1]}")
@@ -350,7 +372,8 @@ class Trainer:
         path = ""
         acc.wait_for_everyone()
         if acc.is_main_process:
-            state = {"config": self.config.to_dict(), "num_processes": acc.num_processes}
+            state = {"config": self.config.to_dict(), "num_processes": acc.num_processes,
+                     "start_fingerprint": self.start_fingerprint}
             path = save_checkpoint(self.checkpoint_dir, step, self.model, self.ema, self.optimizer, self.scheduler,
                                    state, keep=self.config.keep_checkpoints)
         acc.wait_for_everyone()
