@@ -31,6 +31,7 @@ CALLS = {
                                                     key_steps="pro")),
     "var-digits": ("var-digits", dict(class_labels=[3, 9], guidance_scale=2.5, top_p=0.96)),
     "mvar-digits": ("mvar-digits", dict(class_labels=[3, 9], guidance_scale=2.5, top_p=0.96)),
+    "tokenbridge-digits": ("tokenbridge-digits", dict(class_labels=[2, 6], num_inference_steps=8, guidance_scale=3.0)),
 }
 
 

@@ -181,3 +181,16 @@ def test_the_config_holds_the_arguments_given():
         assert m.config.dropout == dropout and m.config.head_width == 16 and m.config.num_levels == 8
         assert {mod.p for mod in m.modules() if isinstance(mod, nn.Dropout)} == {dropout}
         assert "head_steps" not in m.config and "diffusion_batch_mul" not in m.config
+
+
+def test_the_shipped_digits_pipeline_is_in_the_demo_with_mar_as_its_baseline():
+    from pathlib import Path
+
+    from genlab.demo import Demo
+
+    demo = Demo(str(Path(__file__).resolve().parents[1] / "pipelines"), max_steps=20, max_batch=4)
+    controls = demo.controls("tokenbridge-digits")
+    assert [v for _, v in controls["compare"]] == ["baseline"] and controls["temperature"]["visible"]
+    inputs = {"class_labels": "3", "num_inference_steps": 4, "guidance_scale": 3.0, "temperature": 1.0}
+    result = demo.compare("tokenbridge-digits", "baseline", inputs)
+    assert result["label_b"] == "baseline mar-digits" and "speed ratio" in result["text"]
