@@ -238,3 +238,23 @@ def test_task_both_is_the_caption_plus_the_generation_loss():
     assert torch.allclose(both["loss"], losses["caption"]["loss"] + losses["generation"]["loss"])
     with pytest.raises(GenlabError, match="stage 3"):
         ETTObjective(words, 2, task="both")
+
+
+def test_the_shipped_shapes_pair_is_in_the_demo_and_captions_an_upload(tmp_path):
+    from pathlib import Path
+
+    from genlab.data import load_dataset
+    from genlab.demo import Demo
+
+    demo = Demo(str(Path(__file__).resolve().parents[1] / "pipelines"), max_steps=20, max_batch=4)
+    controls = demo.controls("ett-shapes")
+    assert controls["caption"]["visible"] and controls["prompt"]["visible"]
+    assert [v for _, v in controls["compare"]] == ["baseline"]
+    result = demo.compare("ett-shapes", "baseline", {"prompt": "a large red circle in the center",
+                                                     "guidance_scale": 3.0, "temperature": 1.0})
+    assert result["label_b"] == "baseline ett-shapes-frozen" and "speed ratio" in result["text"]
+    from genlab.utils import tensor_to_pil
+
+    upload = tmp_path / "shape.png"
+    tensor_to_pil(load_dataset("shapes", "test").images[:1])[0].save(upload)
+    assert demo.caption("ett-shapes", str(upload)).startswith("**caption:** a ")

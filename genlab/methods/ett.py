@@ -75,4 +75,5 @@ register_method(
     pipelines={"ETTPipeline": "genlab.pipelines.ett"},
     recipe_kinds={"ett": ETTBuilder},
     objectives={"ett": "genlab.training.ett:ETTObjective"},
+    benches={"ett": "genlab.eval.bench_ett:BENCH"},
 )
