@@ -56,7 +56,14 @@ def test_shipped_pipeline_loads_with_diffusers_and_samples(folder):
     pipe = DiffusionPipeline.from_pretrained(folder)
     assert type(pipe).__module__.startswith("genlab.")
     fast = {"num_inference_steps": 2} if takes_steps(pipe) else {}  # token AR: passes fixed by the order
-    out = pipe(class_labels=[0, 1], generator=torch.Generator().manual_seed(0), **fast)
+    if "class_labels" in pipe.conditioning_inputs():
+        inputs = {"class_labels": [0, 1]}
+    else:  # prompt pipelines: two captions of their data set's test split, as genlab eval prompts them
+        from genlab.eval.runner import evaluation_inputs
+        from genlab.pipelines.loading import training_info
+
+        inputs = evaluation_inputs(pipe, training_info(str(folder))["dataset"], 2)[0]
+    out = pipe(**inputs, generator=torch.Generator().manual_seed(0), **fast)
     if hasattr(out, "frames"):  # video pipelines: one list of PIL frames per clip
         assert len(out.frames) == 2 and all(len(clip) == pipe.num_frames for clip in out.frames)
         assert all(isinstance(im, PIL.Image.Image) for clip in out.frames for im in clip)
