@@ -28,7 +28,8 @@ def peak_rss():
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-from genlab.pipelines.loading import accepted, load_pipeline, sampling_defaults
+from genlab.eval.runner import evaluation_inputs
+from genlab.pipelines.loading import accepted, load_pipeline, sampling_defaults, training_info
 root = sys.argv[1]
 names = subprocess.run(["git", "ls-files", "pipelines/*/model_index.json"], cwd=root, capture_output=True,
                        text=True, check=True).stdout.split()
@@ -37,12 +38,12 @@ for index in names:
     steps, guidance, sample = sampling_defaults(path)
     pipe = load_pipeline(path)
     pipe.set_progress_bar_config(disable=True)
-    k = pipe.num_classes
+    inputs = evaluation_inputs(pipe, training_info(path).get("dataset"), 16)[0]  # labels i % K, or test captions
     extra = {k_: v for k_, v in sample.items() if k_ not in ("num_inference_steps", "guidance_scale")}
     call = accepted(pipe, {"num_inference_steps": steps, "guidance_scale": guidance, **extra})
     if "sharing" in call or type(pipe).__name__ == "DDTPipeline":
         call.update(sharing="statdp", refresh_rate=4)
-    pipe(class_labels=[i % k for i in range(16)], generator=torch.Generator().manual_seed(0), **call)
+    pipe(**inputs, generator=torch.Generator().manual_seed(0), **call)
     print(path, peak_rss(), flush=True)
 """
 
