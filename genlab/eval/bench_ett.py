@@ -99,19 +99,12 @@ def generation_scores(pipe, path: str, dataset: str, num_samples: int, seed: int
 
 def generation_timing(pipes: dict, paths: dict, dataset: str, batch_size: int, repeats: int) -> dict:
     """Seconds per call of every pipeline on the same `batch_size` test prompts (round-robin, median)."""
-    import torch
+    from ..pipelines.loading import sampling_defaults
+    from .harness import conditioned_call, time_round_robin
 
-    from ..pipelines.loading import accepted, sampling_defaults
-    from .harness import time_round_robin
-    from .runner import evaluation_inputs
-
-    def call(name):
-        pipe, sample = pipes[name], sampling_defaults(paths[name])[2]
-        inputs = evaluation_inputs(pipe, dataset, batch_size)[0]
-        return lambda: pipe(**inputs, generator=torch.Generator().manual_seed(0), output_type="pt",
-                            **accepted(pipe, sample))
-
-    _, times = time_round_robin({name: call(name) for name in pipes}, repeats)
+    calls = {name: conditioned_call(pipe, dataset, batch_size, sampling_defaults(paths[name])[2], 0)
+             for name, pipe in pipes.items()}
+    _, times = time_round_robin(calls, repeats)
     return {name: t.median for name, t in times.items()}
 
 

@@ -20,7 +20,7 @@ import os
 import time
 
 from ..errors import GenlabError, check_positive_int
-from .harness import OUT, REPEATS, THREADS, Bench, BenchArgument, torch_threads
+from .harness import OUT, REPEATS, THREADS, Bench, BenchArgument, conditioned_call, torch_threads
 from .report import machine_info, machine_line, write_report
 
 MATMUL_SIZES = (512, 1024, 2048)
@@ -97,21 +97,6 @@ def pipeline_parts(pipe) -> dict:
     return {k: v for k, v in parts.items() if v}
 
 
-def _caller(pipe, dataset: str, batch: int, sample: dict, seed: int):
-    """A zero-argument seeded sampling call of `batch` items on genlab eval's conditioning."""
-    import torch
-
-    from ..pipelines.loading import accepted
-    from .runner import evaluation_inputs
-
-    inputs = evaluation_inputs(pipe, dataset, batch)[0]
-    kwargs = accepted(pipe, sample)
-
-    def run():  # the call as a user makes it: whatever no-grad mode the pipeline itself runs in
-        return pipe(**inputs, generator=torch.Generator().manual_seed(seed), output_type="pt", **kwargs)
-    return run
-
-
 def _flops(run) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -144,14 +129,14 @@ def pipeline_speed(path: str, batch_sizes, repeats: int, peak_gflops: float, see
     sample = {**sample, "num_inference_steps": steps, "guidance_scale": guidance}
     rows = []
     for batch in batch_sizes:
-        run = _caller(pipe, dataset, batch, sample, seed)
+        run = conditioned_call(pipe, dataset, batch, sample, seed)
         flops = _flops(run)  # doubles as the warm-up call
         times = [_timed(run) for _ in range(repeats)]
         seconds = statistics.median(times)
         rows.append({"batch_size": batch, "seconds": seconds, "times": times, "images_per_second": batch / seconds,
                      "flops_per_image": flops / batch, "gflops_per_second": flops / seconds / 1e9,
                      "share_of_peak": flops / seconds / 1e9 / peak_gflops})
-    big = _caller(pipe, dataset, max(batch_sizes), sample, seed)
+    big = conditioned_call(pipe, dataset, max(batch_sizes), sample, seed)
     timer = PartTimer(pipeline_parts(pipe))
     try:
         total = _timed(big)

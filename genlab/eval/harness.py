@@ -141,17 +141,29 @@ def time_round_robin(calls: dict[str, Callable[[], Any]], repeats: int, warmup: 
 
 
 
-def pipeline_call(pipe, labels, sample: dict, seed: int):
-    """A zero-argument call of `pipe` on class labels with the sample settings it accepts, a fresh seeded generator
-    each time (so that repeated timed calls draw the same samples); tensors out, no PIL conversion."""
+def pipeline_call(pipe, labels, sample: dict, seed: int, inputs: dict | None = None):
+    """A zero-argument call of `pipe` on class labels (or on the conditioning `inputs`) with the sample settings it
+    accepts, a fresh seeded generator each time (so that repeated timed calls draw the same samples); tensors out,
+    no PIL conversion."""
     import torch
 
     from ..pipelines.loading import accepted
 
+    inputs = {"class_labels": labels} if inputs is None else inputs
+    kwargs = accepted(pipe, sample)
+
     def run():
-        return pipe(class_labels=labels, generator=torch.Generator().manual_seed(seed), output_type="pt",
-                    **accepted(pipe, sample))
+        return pipe(**inputs, generator=torch.Generator().manual_seed(seed), output_type="pt", **kwargs)
     return run
+
+def conditioned_call(pipe, dataset: str, batch: int, sample: dict, seed: int):
+    """As `pipeline_call`, on genlab eval's conditioning of `batch` items: class labels 0..K-1, .. or the data set's
+    test captions for prompt pipelines."""
+    from .runner import evaluation_inputs
+
+    inputs = evaluation_inputs(pipe, dataset, batch)[0]
+    return pipeline_call(pipe, None, sample, seed, inputs)
+
 
 def ratio(baseline: Timing, method: Timing) -> float:
     """The speed ratio baseline / method of two medians measured in the same run (> 1: the method is faster)."""
