@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.png",
                    help="output file: .png/.jpg for images, .gif/.mp4 for video pipelines (default samples.png; "
                         "samples.gif for video)")
+    s.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="fp32, or bf16 autocast of the matmuls and convolutions (faster on CPUs with bf16 units; "
+                        "samples change by the rounding) (default fp32)")
+    s.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks' repeated blocks first (the first call compiles: minutes on "
+                        "a CPU; pays off for many samples)")
 
     e = sub.add_parser("eval", help="evaluate a pipeline (class accuracy, Frechet distance) or a tokenizer (PSNR/SSIM)",
                        description="Pipelines: sample class-balanced images (or prompt with the test captions) and "
@@ -166,6 +172,7 @@ def cmd_sample(args) -> int:
     import torch
 
     from .pipelines.loading import accepted, is_video_pipeline, load_pipeline, sampling_defaults, takes_steps
+    from .pipelines.sampling_modes import compile_pipeline, sampling_precision
     from .utils import image_grid, save_video, upscale_to_height, video_grid
 
     if args.num_per_label < 1:
@@ -198,7 +205,10 @@ def cmd_sample(args) -> int:
     inputs = {k: [x for x in v for _ in range(args.num_per_label)] for k, v in inputs.items()}
     extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
     call = accepted(pipe, {"num_inference_steps": steps, "guidance_scale": guidance, **extra})
-    result = pipe(**inputs, generator=torch.Generator().manual_seed(args.seed), **call)
+    if args.compile:
+        compile_pipeline(pipe)
+    with sampling_precision(pipe, args.precision):
+        result = pipe(**inputs, generator=torch.Generator().manual_seed(args.seed), **call)
     if video:
         frames = video_grid([list(clip) for clip in result.frames], rows=rows)
         frames = [upscale_to_height(f, args.size * rows) if args.size else f for f in frames]

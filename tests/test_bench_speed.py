@@ -90,3 +90,31 @@ def test_bench_speed_errors(tmp_path):
         bench_speed([str(tmp_path)], out=None)
     with pytest.raises(GenlabError, match="batch_size"):
         bench_speed([str(tmp_path)], batch_size=0, out=None)
+
+
+def test_bench_speed_times_bf16_against_fp32_in_the_same_run(folder, tmp_path):
+    res = bench_speed([str(folder)], batch_size=4, repeats=2, top_ops=0, precisions=["bf16"], threads=1, out=None)
+    assert res["arguments"]["precisions"] == ["fp32", "bf16"] and "--precisions fp32 bf16" in res["command"]
+    assert set(res["peaks"]) == {"fp32", "bf16"} and res["peaks"]["bf16"]["gflops"] > 0
+    (p,) = res["pipelines"]
+    for row in p["rows"]:
+        v = row["variants"]["bf16"]
+        assert v["speedup"] == pytest.approx(row["seconds"] / v["median"]) and len(v["seconds"]) == 2
+    q = p["variant_quality"]
+    assert set(q) == {"fp32", "bf16"} and q["fp32"]["psnr_vs_fp32"] is None
+    assert 0 <= q["bf16"]["class_accuracy"] <= 1 and q["bf16"]["psnr_vs_fp32"] > 10  # rounding, not noise
+    assert "| mar | bf16 | 4 |" in res["markdown"].replace(folder.name, "mar")
+    with pytest.raises(GenlabError, match="unknown sampling precision 'fp16'"):
+        bench_speed([str(folder)], precisions=["fp16"], out=None)
+
+
+def test_the_compile_switch_takes_no_value(capsys):
+    from genlab.cli import bench_parser
+
+    args = bench_parser("speed").parse_args(["--compile", "--precisions", "bf16"])
+    assert args.compile is True and args.precisions == ["bf16"]
+    assert bench_parser("speed").parse_args([]).compile is None  # off: the function's default
+    from genlab.eval.bench_speed import BENCH
+
+    assert BENCH.command({"compile": True, "precisions": ["fp32", "bf16"]}).endswith(
+        "--precisions fp32 bf16 --compile")

@@ -59,6 +59,13 @@ def test_sample_writes_a_grid(pipe_dir, tmp_path, capsys):
     assert code == 0 and PIL.Image.open(out).size[1] < 20  # --size 0: native resolution
 
 
+def test_sample_in_bf16_writes_the_grid_it_names(pipe_dir, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    code, stdout, _ = run_cli(capsys, "sample", pipe_dir, "--labels", 0, 1, "--steps", 2, "--size", 0, "--out", out,
+                              "--precision", "bf16")
+    assert code == 0 and "wrote 2 samples" in stdout and PIL.Image.open(out).size[1] < 40
+
+
 def test_bench_help_shows_the_defaults_the_code_uses(capsys):
     import inspect
 

@@ -20,7 +20,8 @@ import os
 import time
 
 from ..errors import GenlabError, check_positive_int
-from .harness import OUT, REPEATS, THREADS, Bench, BenchArgument, conditioned_call, torch_threads
+from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, conditioned_call, ratio, time_round_robin,
+                      torch_threads)
 from .report import machine_info, machine_line, write_report
 
 MATMUL_SIZES = (512, 1024, 2048)
@@ -30,13 +31,17 @@ TEXT = ("text_encoder",)
 PARTS = ("network", "head", "decode", "text", "rest")
 
 
-def matmul_peak(sizes=MATMUL_SIZES, repeats: int = 5) -> dict:
-    """The best fp32 GFLOP/s of an n x n matmul over `sizes` (each warmed up, then the fastest of `repeats`)."""
+def matmul_peak(sizes=MATMUL_SIZES, repeats: int = 5, precision: str = "fp32") -> dict:
+    """The best GFLOP/s of an n x n matmul in `precision` over `sizes` (each warmed up, then the fastest of
+    `repeats`)."""
     import torch
 
+    from ..pipelines.sampling_modes import PRECISIONS
+
+    dtype = PRECISIONS[precision] or torch.float32
     best = {}
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         torch.mm(a, b)
         seconds = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
         best[n] = 2 * n ** 3 / seconds / 1e9
@@ -97,12 +102,13 @@ def pipeline_parts(pipe) -> dict:
     return {k: v for k, v in parts.items() if v}
 
 
-def _flops(run) -> int:
+def _flops(run) -> tuple[int, object]:
+    """(FLOPs of one call, its output)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        run()
-    return counter.get_total_flops()
+        output = run()
+    return counter.get_total_flops(), output
 
 
 def _top_ops(run, count: int) -> list[dict]:
@@ -116,26 +122,82 @@ def _top_ops(run, count: int) -> list[dict]:
              "share": e.self_cpu_time_total / total} for e in events[:count]]
 
 
-def pipeline_speed(path: str, batch_sizes, repeats: int, peak_gflops: float, seed: int = 0, top_ops: int = 5) -> dict:
-    """The speed rows of one pipeline folder; see the module doc."""
-    import statistics
+def _samples(output, pipe):
+    """The (N, C, H, W) images (frames of clips flattened) of a pipeline output in [-1, 1]."""
+    x = output.frames if getattr(pipe, "produces_video", False) else output.images
+    return (x.flatten(0, 1) if x.dim() == 5 else x) * 2 - 1
 
+
+def variant_calls(pipe, compiled, dataset: str, batch: int, sample: dict, seed: int, precisions) -> dict:
+    """name -> zero-argument seeded call: the pipeline at each precision, and the compiled copy (fp32) if given."""
+    from ..pipelines.sampling_modes import sampling_precision
+
+    def at(run, precision):
+        def call():
+            with sampling_precision(pipe, precision):
+                return run()
+        return call
+
+    run = conditioned_call(pipe, dataset, batch, sample, seed)
+    calls = {p: (run if p == "fp32" else at(run, p)) for p in precisions}
+    if compiled is not None:
+        calls["compiled"] = conditioned_call(compiled, dataset, batch, sample, seed)
+    return calls
+
+
+def variant_quality(outputs: dict, pipe, dataset: str, batch: int) -> dict:
+    """Per variant, on the same seeds: class accuracy of its samples (genlab eval's classifier and conditioning) and
+    their PSNR against the fp32 samples."""
+    from . import class_accuracy, load_classifier
+    from .metrics import psnr
+    from .runner import evaluation_inputs
+
+    labels = evaluation_inputs(pipe, dataset, batch)[1]
+    classifier = load_classifier(dataset)
+    images = {n: _samples(o, pipe) for n, o in outputs.items()}
+    frames = images["fp32"].shape[0] // labels.shape[0]
+    labels = labels.repeat_interleave(frames)
+    return {n: {"class_accuracy": class_accuracy(x, labels, classifier),
+                "psnr_vs_fp32": psnr(x.clamp(-1, 1), images["fp32"].clamp(-1, 1)) if n != "fp32" else None}
+            for n, x in images.items()}
+
+
+def pipeline_speed(path: str, batch_sizes, repeats: int, peak_gflops: float, seed: int = 0, top_ops: int = 5,
+                   precisions=("fp32",), compile: bool = False) -> dict:
+    """The speed rows of one pipeline folder; see the module doc."""
     from ..pipelines.loading import load_pipeline, sampling_defaults, training_info
+    from ..pipelines.sampling_modes import compile_pipeline
 
     pipe = load_pipeline(path)
     pipe.set_progress_bar_config(disable=True)
+    compiled = None
+    if compile:
+        compiled = load_pipeline(path)
+        compiled.set_progress_bar_config(disable=True)
+        compile_pipeline(compiled)
     dataset = training_info(path).get("dataset")
     steps, guidance, sample = sampling_defaults(path)
     sample = {**sample, "num_inference_steps": steps, "guidance_scale": guidance}
-    rows = []
+    rows, quality, compile_seconds = [], None, None
     for batch in batch_sizes:
-        run = conditioned_call(pipe, dataset, batch, sample, seed)
-        flops = _flops(run)  # doubles as the warm-up call
-        times = [_timed(run) for _ in range(repeats)]
-        seconds = statistics.median(times)
-        rows.append({"batch_size": batch, "seconds": seconds, "times": times, "images_per_second": batch / seconds,
-                     "flops_per_image": flops / batch, "gflops_per_second": flops / seconds / 1e9,
-                     "share_of_peak": flops / seconds / 1e9 / peak_gflops})
+        calls = variant_calls(pipe, compiled, dataset, batch, sample, seed, precisions)
+        flops, first = _flops(calls["fp32"])  # doubles as the fp32 warm-up call
+        outputs = {"fp32": first}
+        for name, call in calls.items():
+            if name != "fp32":
+                start = time.perf_counter()
+                outputs[name] = call()  # warm-up; the compiled copy's first call compiles
+                if name == "compiled" and compile_seconds is None:
+                    compile_seconds = time.perf_counter() - start
+        _, timing = time_round_robin(calls, repeats, warmup=False)
+        seconds = timing["fp32"].median
+        rows.append({"batch_size": batch, "seconds": seconds, "times": timing["fp32"].seconds,
+                     "images_per_second": batch / seconds, "flops_per_image": flops / batch,
+                     "gflops_per_second": flops / seconds / 1e9, "share_of_peak": flops / seconds / 1e9 / peak_gflops,
+                     "variants": {n: {**t.to_dict(), "speedup": ratio(timing["fp32"], t)}
+                                  for n, t in timing.items() if n != "fp32"}})
+        if batch == max(batch_sizes) and len(calls) > 1 and dataset:
+            quality = variant_quality(outputs, pipe, dataset, batch)
     big = conditioned_call(pipe, dataset, max(batch_sizes), sample, seed)
     timer = PartTimer(pipeline_parts(pipe))
     try:
@@ -145,6 +207,7 @@ def pipeline_speed(path: str, batch_sizes, repeats: int, peak_gflops: float, see
     parts = {**timer.seconds, "rest": total - sum(timer.seconds.values())}
     return {"pipeline": path, "class": type(pipe).__name__, "dataset": dataset, "sample": sample, "rows": rows,
             "parts": {k: v / total for k, v in parts.items()}, "parts_seconds": total,
+            "variant_quality": quality, "compile_seconds": compile_seconds,
             "top_ops": _top_ops(big, top_ops) if top_ops else []}
 
 
@@ -155,23 +218,30 @@ def shipped_pipelines(folder: str = "pipelines") -> list[str]:
                   if os.path.isfile(os.path.join(folder, n, "model_index.json")))
 
 
-def bench_speed(pipelines=(), batch_size: int = 64, repeats: int = 2, top_ops: int = 5, threads: int = 2,
-                out: str | None = "bench/speed.md") -> dict:
+def bench_speed(pipelines=(), batch_size: int = 64, repeats: int = 2, top_ops: int = 5, precisions=("fp32",),
+                compile: bool = False, threads: int = 2, out: str | None = "bench/speed.md") -> dict:
     """Benchmark the shipped pipelines' sampling speed against the matmul peak; see the module doc."""
+    from ..pipelines.sampling_modes import check_precision, compiler_available
+
     batch_size = check_positive_int(batch_size, "batch_size")
     repeats = check_positive_int(repeats, "repeats")
     top_ops = int(top_ops)
+    precisions = ["fp32", *dict.fromkeys(check_precision(p) for p in precisions if p != "fp32")]
+    compile = bool(compile)
+    if compile and compiler_available():
+        raise GenlabError(f"--compile: {compiler_available()}")
     paths = list(pipelines) or shipped_pipelines()
     for p in paths:
         if not os.path.isfile(os.path.join(p, "model_index.json")):
             raise GenlabError(f"{p} is not a pipeline folder (no model_index.json)")
     arguments = dict(pipelines=list(pipelines), batch_size=batch_size, repeats=repeats, top_ops=top_ops,
-                     threads=threads, out=out)
+                     precisions=precisions, compile=compile, threads=threads, out=out)
     with torch_threads(threads):
-        peak = matmul_peak()
-        rows = [pipeline_speed(p, sorted({1, batch_size}), repeats, peak["gflops"], top_ops=top_ops) for p in paths]
+        peaks = {p: matmul_peak(precision=p) for p in precisions}
+        rows = [pipeline_speed(p, sorted({1, batch_size}), repeats, peaks["fp32"]["gflops"], top_ops=top_ops,
+                               precisions=precisions, compile=compile) for p in paths]
     result = {"bench": "speed", "command": BENCH.command(arguments), "arguments": arguments,
-              "machine": machine_info(threads), "peak": peak, "pipelines": rows}
+              "machine": machine_info(threads), "peak": peaks["fp32"], "peaks": peaks, "pipelines": rows}
     result["markdown"] = _markdown(result)
     write_report(out, result["markdown"])
     return result
@@ -200,12 +270,43 @@ def _markdown(r: dict) -> str:
                          f"{row['images_per_second']:.1f} | {row['flops_per_image'] / 1e9:.3f} | "
                          f"{row['gflops_per_second']:.1f} | {100 * row['share_of_peak']:.0f} % | " + " | ".join(split)
                          + " |")
+    lines += _variant_lines(r)
     if any(p["top_ops"] for p in r["pipelines"]):
         lines += ["", f"Top ops by self CPU time (torch.profiler, one batch-{a['batch_size']} call):", ""]
         for p in r["pipelines"]:
             ops = ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in p["top_ops"])
             lines.append(f"- {os.path.basename(p['pipeline'])}: {ops}")
     return "\n".join(lines) + "\n"
+
+
+def _variant_lines(r: dict) -> list[str]:
+    """The table of the other sampling modes against fp32, measured in the same run on the same seeds."""
+    names = [n for n in r["pipelines"][0]["rows"][0]["variants"]] if r["pipelines"] else []
+    if not names:
+        return []
+    peaks = ", ".join(f"{p}: {v['gflops']:.0f} GFLOP/s" for p, v in r["peaks"].items())
+    lines = ["", f"Sampling modes against fp32, timed round-robin in this run (matmul peaks: {peaks}); quality of the "
+             f"batch-{r['arguments']['batch_size']} samples on the same seeds: class accuracy (genlab eval's "
+             "classifier) and PSNR against the fp32 samples.", "",
+             "| pipeline | mode | batch | s / call (min-max) | speed-up over fp32 | class accuracy fp32 → mode | "
+             "PSNR vs fp32 (dB) |", "|---|---|---|---|---|---|---|"]
+    for p in r["pipelines"]:
+        q = p["variant_quality"] or {}
+        for name in names:
+            for row in p["rows"]:
+                v = row["variants"][name]
+                cells = ["", ""]
+                if row["batch_size"] == max(x["batch_size"] for x in p["rows"]) and name in q:
+                    cells = [f"{100 * q['fp32']['class_accuracy']:.1f} → {100 * q[name]['class_accuracy']:.1f} %",
+                             f"{q[name]['psnr_vs_fp32']:.1f}"]
+                lines.append(f"| {os.path.basename(p['pipeline'])} | {name} | {row['batch_size']} | "
+                             f"{v['median']:.3f} ({v['min']:.3f}-{v['max']:.3f}) | {v['speedup']:.2f}× | "
+                             + " | ".join(cells) + " |")
+    compiled = [p for p in r["pipelines"] if p.get("compile_seconds") is not None]
+    if compiled:
+        lines += ["", "First call of the compiled copy (compiles): " + ", ".join(
+            f"{os.path.basename(p['pipeline'])} {p['compile_seconds']:.0f} s" for p in compiled) + "."]
+    return lines
 
 
 BENCH = Bench(
@@ -218,6 +319,10 @@ BENCH = Bench(
         BenchArgument("--batch-size", "batch_size", "the throughput batch (batch 1 is always timed too)", int),
         REPEATS,
         BenchArgument("--top-ops", "top_ops", "ops listed from the profile per pipeline (0: no profile)", int),
+        BenchArgument("--precisions", "precisions", "sampling precisions timed against fp32 in the same run "
+                      "(fp32, bf16: autocast), with the quality difference on the same seeds", str, "+"),
+        BenchArgument("--compile", "compile", "also time a torch.compile'd copy of every pipeline (regional: its "
+                      "repeated blocks; the first call compiles, reported apart)", bool),
         THREADS,
         OUT,
     ),

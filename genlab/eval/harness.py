@@ -22,7 +22,8 @@ from ..errors import GenlabError, check_int, check_positive_int
 
 @dataclass(frozen=True)
 class BenchArgument:
-    """One flag of a bench: `flag` on the command line, `dest` the bench function's keyword argument."""
+    """One flag of a bench: `flag` on the command line, `dest` the bench function's keyword argument (type bool:
+    a switch that takes no value)."""
 
     flag: str
     dest: str
@@ -51,8 +52,12 @@ class Bench:
                 continue
             default = defaults.get(a.dest)
             shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-            parser.add_argument(a.flag, dest=a.dest, type=a.type, nargs=a.nargs, metavar=a.metavar, default=None,
-                                help=f"{a.help} (default: {shown if shown not in (None, '') else 'none'})")
+            text = f"{a.help} (default: {shown if shown not in (None, '') else 'none'})"
+            if a.type is bool:  # a switch: the flag alone turns it on
+                parser.add_argument(a.flag, dest=a.dest, action="store_const", const=True, default=None, help=text)
+            else:
+                parser.add_argument(a.flag, dest=a.dest, type=a.type, nargs=a.nargs, metavar=a.metavar, default=None,
+                                    help=text)
             if seen is not None:
                 seen.add(a.flag)
 
@@ -67,6 +72,9 @@ class Bench:
         for a in self.arguments:
             value = values.get(a.dest)
             if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
+                continue
+            if value is True and a.type is bool:
+                parts.append(a.flag)
                 continue
             items = value if isinstance(value, (list, tuple)) else [value]
             parts += [a.flag, *("''" if str(v) == "" else str(v) for v in items)]

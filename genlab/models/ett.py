@@ -33,6 +33,8 @@ STAGES = {1: "projector", 2: "everything (tokenizer included)", 3: "projector + 
 class ETTModel(GenlabModel):
     """Projector + causal LM (+ index embedding for the baseline); see the module doc. Special token ids follow
     genlab.text_tokenizer (pad 0, unk 1, bos 2, eos 3, boi 4, eoi 5)."""
+    #: The blocks `compile_repeated_blocks` (genlab.pipelines.sampling_modes) compiles.
+    _repeated_blocks = ("LlamaDecoderLayer",)
 
     @register_to_config
     def __init__(self, text_vocab_size: int = 64, codebook_size: int = 512, codebook_dim: int = 8,

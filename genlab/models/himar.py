@@ -44,6 +44,8 @@ def downsample_images(images: torch.Tensor) -> torch.Tensor:
 
 
 class HiMARModel(MARModel):
+    #: The blocks `compile_repeated_blocks` (genlab.pipelines.sampling_modes) compiles.
+    _repeated_blocks = ("ViTBlock", "ResidualMLPBlock", "AdaLNBlock")
     PRESETS, PRESET_FAMILY = MAR_PRESETS, "Hi-MAR"
 
     @register_to_config

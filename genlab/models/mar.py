@@ -116,6 +116,8 @@ class MARModel(PresetMixin, ClassConditionalMixin, GenlabModel):
 
     Tokens are p x p patches of a latent (B, in_channels, sample_size, sample_size): token_dim = in_channels p^2.
     Conditioned on a class (num_classes; id num_classes = no class) or, with text_dim, on text token states."""
+    #: The blocks `compile_repeated_blocks` (genlab.pipelines.sampling_modes) compiles.
+    _repeated_blocks = ("ViTBlock", "ResidualMLPBlock")
 
     PRESETS, PRESET_FAMILY = MAR_PRESETS, "MAR"
     num_phases = 0

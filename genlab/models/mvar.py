@@ -72,6 +72,8 @@ class MVARModel(VARModel):
     Init is VAR's (models/var.py), Mamba's Linear and conv included; A_log, dt_bias and D keep Mamba's own. As
     in the official code, only adaLN rows [0:2C] get init_adaln_gamma, so the FFN gate gamma3 gets init_adaln (the
     6 -> 9 chunk change was not carried into init_weights): kept for parity."""
+    #: The blocks `compile_repeated_blocks` (genlab.pipelines.sampling_modes) compiles.
+    _repeated_blocks = ("MVARBlock",)
 
     @register_to_config
     def __init__(self, patch_nums: list | tuple = (1, 2, 3, 4, 6, 8), vocab_size: int = 512,

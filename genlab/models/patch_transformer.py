@@ -25,6 +25,8 @@ def check_patch_transformer_config(sample_size: int, patch_size: int, hidden_siz
 class PatchTransformerMixin(PresetMixin, ClassConditionalMixin):
     """Mixed into a GenlabModel whose config has sample_size, in_channels, patch_size, hidden_size, num_heads,
     num_classes, rope_theta and rope_span."""
+    #: The blocks `compile_repeated_blocks` (genlab.pipelines.sampling_modes) compiles.
+    _repeated_blocks = ("AdaLNBlock",)
 
     def rope(self, grid_h: int, grid_w: int) -> torch.Tensor:
         # Cached per grid size, not a buffer: it is derived from the config and must not enter the state dict.

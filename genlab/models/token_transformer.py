@@ -60,6 +60,8 @@ class TokenTransformerMixin(PresetMixin, ClassConditionalMixin):
       a-1's hidden state passed through head a's extra blocks (NAR's chained extra blocks).
     Mixed logits are the mean over valid heads (logit space, before any softmax).
     """
+    #: The blocks `compile_repeated_blocks` (genlab.pipelines.sampling_modes) compiles.
+    _repeated_blocks = ("TransformerBlock",)
 
     def block(self) -> TransformerBlock:
         """A new backbone block as the config describes it (trunk and NAR's extra blocks alike)."""

@@ -27,6 +27,8 @@ class TokenBridgeModel(MARModel):
     """MARModel with quantized tokens and a channel head; see the module doc. Extra config: num_levels (B),
     value_range / std_range / quant_scheme of the quantizer, channel_order (None: natural), head_type ("ar" or
     "parallel"), head_width / head_depth / head_heads of the channel head."""
+    #: The blocks `compile_repeated_blocks` (genlab.pipelines.sampling_modes) compiles.
+    _repeated_blocks = ("ViTBlock", "ChannelBlock")
 
     # MAR's diffusion-head settings mean nothing here: keep them out of the saved config
     ignore_for_config = ["head_steps", "diffusion_batch_mul"]

@@ -146,6 +146,8 @@ class VARModel(PresetMixin, ClassConditionalMixin, GenlabModel):
     forward(class_labels (B,), var_input (B, L - p_1^2, latent_channels)) -> logits (B, L, vocab_size): the
     teacher-forced pass of training. Presets: test, tiny (CPU sizes) and d16 .. d30 (VAR's; with
     patch_nums of the 256 px schedule and 4096 codes of 32 dims, d16 has 310M parameters)."""
+    #: The blocks `compile_repeated_blocks` (genlab.pipelines.sampling_modes) compiles.
+    _repeated_blocks = ("VARBlock",)
 
     PRESETS, PRESET_FAMILY = VAR_PRESETS, "VAR"
     block_class = VARBlock
