@@ -196,10 +196,14 @@ class ETTModel(GenlabModel):
         c = self.config
         B, n = len(prompts), self.num_image_tokens
         guided = guidance_scale != 1.0
-        tokens, mask, positions = self.prompt_batch(prompts + ([[]] * B if guided else []))
+        tokens, prompt_mask, positions = self.prompt_batch(prompts + ([[]] * B if guided else []))
         embeds, cache = self.text_embeds(tokens), DynamicCache() if use_cache else None
+        # The attention mask of the whole sequence, made once: step s sees its first L + s columns.
+        L = tokens.shape[1]
+        full_mask = torch.cat([prompt_mask, torch.ones_like(prompt_mask[:, :1]).expand(-1, n)], 1)
         full_embeds, codes, passes = embeds, [], 0
         for step in range(n):
+            mask = full_mask[:, :L + step]
             if use_cache:
                 kwargs = {self._cache_argument: cache, "use_cache": True}
                 hidden = self.lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
@@ -221,9 +225,9 @@ class ETTModel(GenlabModel):
                 callback(step, torch.stack(codes, 1))
             rows = torch.cat([ids, ids]) if guided else ids
             embeds = self.code_embeds(rows[:, None], codebook)
-            full_embeds = torch.cat([full_embeds, embeds], 1)
+            if not use_cache:  # the cached path feeds only the new code
+                full_embeds = torch.cat([full_embeds, embeds], 1)
             positions = positions[:, -1:] + 1
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         self.last_num_forward = passes
         return torch.stack(codes, 1).reshape(B, c.grid_size, c.grid_size)
 
