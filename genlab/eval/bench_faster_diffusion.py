@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..errors import GenlabError, check_positive_int
 from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
-                      over_seeds, ratio, time_round_robin, torch_threads)
+                      count_flops, over_seeds, ratio, time_round_robin, torch_threads)
 from .report import load_expected, machine_info, machine_line, write_report
 
 MODES = {"plain": {}, "50ls sequential": {"key_steps": "50ls", "parallel": False},
@@ -25,14 +25,6 @@ def _conditioning(pipe, batch: int, dataset: str) -> dict:
 
     inputs, _, _ = evaluation_inputs(pipe, dataset, batch)
     return inputs
-
-
-def _flops(run) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        run()
-    return counter.get_total_flops()
 
 
 def _quality(pipe, dataset, num_samples, guidance, seeds, classifier, reals, key_steps, plain=None) -> dict:
@@ -106,7 +98,7 @@ def bench_faster_diffusion(pipelines=("pipelines/unet-digits",), batch_size: int
                                         **MODES[mode])
                 calls = {mode: call(mode) for mode in MODES}
                 _, timing = time_round_robin(calls, repeats)
-                flops = {mode: _flops(calls[mode]) for mode in MODES}
+                flops = {mode: count_flops(calls[mode])[0] for mode in MODES}
                 speed.append({"batch_size": batch, "seconds": {k: t.median for k, t in timing.items()},
                               "spread": {k: t.spread for k, t in timing.items()},
                               "speedup": {k: ratio(timing["plain"], t) for k, t in timing.items()},

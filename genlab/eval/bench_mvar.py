@@ -20,7 +20,7 @@ import time
 
 from ..errors import GenlabError, check_positive_int
 from .harness import (NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
-                      pipeline_quality, ratio, time_round_robin, torch_threads)
+                      count_flops, pipeline_quality, ratio, time_round_robin, torch_threads)
 from .report import load_expected, machine_info, machine_line, quality_table, write_report
 
 TINY = (1, 2, 3, 4, 6, 8)
@@ -82,14 +82,6 @@ def _mamba_seconds(model, run) -> float:
     return total[0]
 
 
-def _flops(run) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        run()
-    return counter.get_total_flops()
-
-
 def attention_pairs(patch_nums) -> dict:
     """Allowed (query, key) pairs of both masks (spec mvar.md §10 check 1)."""
     from ..models.mvar import block_diagonal_mask
@@ -98,7 +90,7 @@ def attention_pairs(patch_nums) -> dict:
     return {"VAR": int(block_causal_mask(patch_nums).sum()), "M-VAR": int(block_diagonal_mask(patch_nums).sum())}
 
 
-def _speed_row(patch_nums, batch: int, sizes: dict, repeats: int, seed: int, count_flops: bool = True,
+def _speed_row(patch_nums, batch: int, sizes: dict, repeats: int, seed: int, with_flops: bool = True,
                mvar_depth: int | None = None) -> dict:
     from ..modeling import count_parameters
 
@@ -115,8 +107,8 @@ def _speed_row(patch_nums, batch: int, sizes: dict, repeats: int, seed: int, cou
            "attention_pairs": attention_pairs(patch_nums)}
     row["pair_ratio"] = row["attention_pairs"]["M-VAR"] / row["attention_pairs"]["VAR"]
     row["mamba_seconds"] = _mamba_seconds(models["M-VAR"], calls["M-VAR"])
-    if count_flops:
-        row["flops"] = {n: _flops(c) for n, c in calls.items()}
+    if with_flops:
+        row["flops"] = {n: count_flops(c)[0] for n, c in calls.items()}
         row["flop_ratio"] = row["flops"]["M-VAR"] / row["flops"]["VAR"]
     return row
 
@@ -175,7 +167,7 @@ def bench_mvar(var_path: str = "pipelines/var-digits", mvar_path: str = "pipelin
     with torch_threads(threads):
         dataset, quality = _quality(var_path, mvar_path, num_samples, seeds) if var_path else (None, None)
         speed = [_speed_row(p, b, sizes, repeats, seed) for p in (TINY, VAR_256) for b in sorted({1, batch_size})]
-        growth = [_speed_row(p, 1, sizes, repeats, seed, count_flops=False) for p in LADDER]
+        growth = [_speed_row(p, 1, sizes, repeats, seed, with_flops=False) for p in LADDER]
         # the brief's comparison: equal parameters (M-VAR shallower), at L = 680
         equal = [_speed_row(VAR_256, b, sizes, repeats, seed, mvar_depth=equal_parameter_depth(sizes))
                  for b in sorted({1, batch_size})]

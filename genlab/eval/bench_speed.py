@@ -20,7 +20,7 @@ import os
 import time
 
 from ..errors import GenlabError, check_positive_int
-from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, conditioned_call, ratio, time_round_robin,
+from .harness import (OUT, REPEATS, THREADS, Bench, BenchArgument, conditioned_call, count_flops, ratio, time_round_robin,
                       torch_threads)
 from .report import machine_info, machine_line, write_report
 
@@ -102,15 +102,6 @@ def pipeline_parts(pipe) -> dict:
     return {k: v for k, v in parts.items() if v}
 
 
-def _flops(run) -> tuple[int, object]:
-    """(FLOPs of one call, its output)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        output = run()
-    return counter.get_total_flops(), output
-
-
 def _top_ops(run, count: int) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
@@ -181,7 +172,7 @@ def pipeline_speed(path: str, batch_sizes, repeats: int, peak_gflops: float, see
     rows, quality, compile_seconds = [], None, None
     for batch in batch_sizes:
         calls = variant_calls(pipe, compiled, dataset, batch, sample, seed, precisions)
-        flops, first = _flops(calls["fp32"])  # doubles as the fp32 warm-up call
+        flops, first = count_flops(calls["fp32"])  # doubles as the fp32 warm-up call
         outputs = {"fp32": first}
         for name, call in calls.items():
             if name != "fp32":

@@ -149,6 +149,16 @@ def time_round_robin(calls: dict[str, Callable[[], Any]], repeats: int, warmup: 
 
 
 
+def count_flops(run: Callable[[], Any]) -> tuple[int, Any]:
+    """(FLOPs of one call of `run`, its return value), counted by torch.utils.flop_counter: matmuls, convolutions
+    and attention, the arithmetic a matmul peak measures (elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        output = run()
+    return counter.get_total_flops(), output
+
+
 def pipeline_call(pipe, labels, sample: dict, seed: int, inputs: dict | None = None):
     """A zero-argument call of `pipe` on class labels (or on the conditioning `inputs`) with the sample settings it
     accepts, a fresh seeded generator each time (so that repeated timed calls draw the same samples); tensors out,
