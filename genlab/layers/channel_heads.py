@@ -53,8 +53,8 @@ class CausalAttention(nn.Module):
         if cache is not None:
             start = cache.length
             k, v = cache.update(k, v, torch.arange(start, start + N, device=x.device))
-        # query i (sequence position start + i) sees keys 0 .. start + i
-        mask = torch.ones(N, k.shape[2], dtype=torch.bool, device=x.device).tril(start)
+        # query i (sequence position start + i) sees keys 0 .. start + i; one query after the cache sees them all
+        mask = None if N == 1 else torch.ones(N, k.shape[2], dtype=torch.bool, device=x.device).tril(start)
         return self.proj(attention(q, k, v, mask).transpose(1, 2).reshape(B, N, D))
 
 
@@ -73,8 +73,10 @@ class ChannelBlock(nn.Module):
         self.mlp.add_module("fc2", nn.Linear(hidden, dim))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x, c, cache=None):
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)
+    def forward(self, x, c, cache=None, modulation=None):
+        """modulation: adaLN_modulation(c), when the caller computed it ahead (then c is not read)."""
+        modulation = self.adaLN_modulation(c) if modulation is None else modulation
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, dim=-1)
         x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), cache)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
@@ -85,8 +87,9 @@ class ChannelFinalLayer(nn.Module):
         self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
-    def forward(self, x, c):
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+    def forward(self, x, c, modulation=None):
+        modulation = self.adaLN_modulation(c) if modulation is None else modulation
+        shift, scale = modulation.chunk(2, dim=-1)
         return modulate(self.norm_final(x), shift, scale)
 
 
@@ -136,11 +139,24 @@ class ChannelARHead(nn.Module):
         parts += [self.token_embeddings[k - 1](q_slots[:, k - 1])[:, None] for k in range(max(start, 1), end)]
         return torch.cat(parts, 1) + self.channel_embed[:, start:end]
 
-    def _run(self, x, cond, start: int, caches=None) -> torch.Tensor:
-        c = cond[:, None] + self.timesteps_embeddings[:, start:start + x.shape[1]]
+    def _run(self, x, cond, start: int, caches=None, modulations=None) -> torch.Tensor:
+        """Slots start .. start + n - 1 through the blocks; `modulations`: `slot_modulations(cond)`, or None to
+        compute them from cond here."""
+        end = start + x.shape[1]
+        if modulations is None:
+            c = cond[:, None] + self.timesteps_embeddings[:, start:end]
+            modulations = [None] * (len(self.channel_blocks) + 1)
+        else:
+            c, modulations = None, [m[:, start:end] for m in modulations]
         for i, block in enumerate(self.channel_blocks):
-            x = block(x, c, None if caches is None else caches[i])
-        return self.channel_final(self.channel_norm(x), c)
+            x = block(x, c, None if caches is None else caches[i], modulations[i])
+        return self.channel_final(self.channel_norm(x), c, modulations[-1])
+
+    def slot_modulations(self, cond: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's adaLN modulation (M, C, 6 width) and the final layer's (M, C, 2 width) for all C slots at
+        once: the cached sampler then runs one matmul per layer per position instead of one per slot."""
+        c = cond[:, None] + self.timesteps_embeddings
+        return [b.adaLN_modulation(c) for b in self.channel_blocks] + [self.channel_final.adaLN_modulation(c)]
 
     def logits(self, z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Teacher-forced (M, C, B) logits in slot order (slot k predicts channel order[k])."""
@@ -164,9 +180,10 @@ class ChannelARHead(nn.Module):
         cond = self.condition_proj(z)
         q_slots = torch.zeros(M, C, dtype=torch.long, device=z.device)
         caches = KVCache.for_blocks(self.channel_blocks, M, C, cond.dtype, z.device) if use_cache else None
+        modulations = self.slot_modulations(cond) if use_cache else None
         for k in range(C):
             if use_cache:  # feed only slot k; the cache holds slots < k
-                h = self._run(self._slot_inputs(cond, q_slots, k, k + 1), cond, k, caches)[:, -1]
+                h = self._run(self._slot_inputs(cond, q_slots, k, k + 1), cond, k, caches, modulations)[:, -1]
             else:  # the official sampler: the whole prefix again
                 h = self._run(self._slot_inputs(cond, q_slots, 0, k + 1), cond, 0)[:, -1]
             logits = self.channel_heads[k](h)
