@@ -32,6 +32,8 @@ CALLS = {
     "var-digits": ("var-digits", dict(class_labels=[3, 9], guidance_scale=2.5, top_p=0.96)),
     "mvar-digits": ("mvar-digits", dict(class_labels=[3, 9], guidance_scale=2.5, top_p=0.96)),
     "tokenbridge-digits": ("tokenbridge-digits", dict(class_labels=[2, 6], num_inference_steps=8, guidance_scale=3.0)),
+    "tokenbridge-fashion": ("tokenbridge-fashion", dict(class_labels=[1, 8], num_inference_steps=8,
+                                                        guidance_scale=3.0)),
     "ett-shapes": ("ett-shapes", dict(prompt=["a large red circle in the center", "a small blue star at the top left"],
                                       guidance_scale=3.0)),
 }

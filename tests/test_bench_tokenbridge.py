@@ -44,6 +44,8 @@ def test_bench_tokenbridge_tables_ratios_and_report(folders, tmp_path):
     uniform = [recon[("uniform", b)]["psnr"] for b in (4, 16, 64)]
     assert uniform == sorted(uniform) and res["verdict"]["psnr_monotone"]  # pixels: more levels, closer
     assert all(r["out_of_range"] == 0 for r in res["reconstruction"])  # pixels lie in [-1, 1]
+    fd = [recon[("uniform", b)]["frechet_distance"] for b in (4, 16, 64)]
+    assert fd[0] > fd[-1] >= 0 and res["continuous_fd"] >= 0  # coarser levels, further from the real images
     assert [h["tokens"] for h in res["heads"]] == [1, 64]
     for h in res["heads"]:
         assert h["passes"] == {"TokenBridge": 4, "MAR": 3}

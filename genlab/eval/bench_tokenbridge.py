@@ -3,7 +3,8 @@
 * Reconstruction vs B: the test images' continuous latents (TokenBridge's tokenizer) quantized dimension-wise into
   B in {4, 8, 16, 32, 64} levels (Gaussian-quantile and uniform levels on the model's value range), decoded and
   compared with the decode of the continuous latents (PSNR in dB; RMSE in latent units; the share of values outside
-  the range).
+  the range), and the Fréchet distance of those decodes to the test split: the floor the quantizer alone puts under
+  the Fréchet distance of anything sampled in its levels.
 * Head speed per token: TokenBridge's channel-AR head (C passes, KV cache) against MAR's MLP diffusion head (its
   recipe's chain) on the same decoder states, at batch 1 and 64 tokens, each as its pipeline runs it under CFG:
   the diffusion head denoises the [uncond ; cond] rows at every step, the channel head runs once on the mixed state.
@@ -35,16 +36,20 @@ def _images(dataset: str, split: str, count: int | None = None):
     return data.images[:count], data.labels[:count]
 
 
-def reconstruction(pipe, dataset: str, levels=LEVELS, num_images: int = 1000) -> list[dict]:
-    """PSNR of the decode of dimension-wise quantized latents against the decode of the continuous ones."""
+def reconstruction(pipe, dataset: str, levels=LEVELS, num_images: int = 1000) -> tuple[list[dict], float]:
+    """Per quantizer: PSNR of the decode of dimension-wise quantized latents against the decode of the continuous
+    ones, and the Fréchet distance of those decodes to the test split (the floor the quantizer puts under any
+    sampler's Fréchet distance). Also returns the continuous decodes' Fréchet distance."""
     import torch
 
     from ..tokenizers.dimwise_quant import DimensionwiseQuantizer
     from ..training.objectives import encode_latents
+    from . import frechet_distance, load_classifier, real_reference
     from .metrics import psnr
 
     tokenizer, q_model = pipe.image_tokenizer, pipe.transformer.quantizer
     images, _ = _images(dataset, "test", num_images)
+    classifier, reals = load_classifier(dataset), real_reference(dataset, "test")
     with torch.no_grad():
         latents = encode_latents(tokenizer, images, torch.Generator().manual_seed(0)).movedim(1, -1)
         reference = tokenizer.decode(latents.movedim(-1, 1)).clamp(-1, 1)
@@ -56,8 +61,9 @@ def reconstruction(pipe, dataset: str, levels=LEVELS, num_images: int = 1000) ->
                 decoded = tokenizer.decode(deq.movedim(-1, 1)).clamp(-1, 1)
                 rows.append({"scheme": scheme, "levels": b, "psnr": psnr(decoded, reference),
                              "latent_rmse": (deq - latents).pow(2).mean().sqrt().item(),
-                             "out_of_range": q.out_of_range(latents)})
-    return rows
+                             "out_of_range": q.out_of_range(latents),
+                             "frechet_distance": frechet_distance(reals, decoded, classifier)})
+    return rows, frechet_distance(reals, reference, classifier)
 
 
 def head_speed(tb_model, mar_model, batches, repeats: int, guidance: float, seed: int) -> list[dict]:
@@ -171,7 +177,8 @@ def bench_tokenbridge(tb_path: str = "pipelines/tokenbridge-fashion", mar_path: 
         paths = {"TokenBridge": tb_path, "MAR": mar_path}
         dataset = training_info(tb_path).get("dataset")
         samples = {n: sampling_defaults(p)[2] for n, p in paths.items()}
-        recon = reconstruction(pipes["TokenBridge"], dataset, levels, num_recon) if dataset else []
+        recon, continuous_fd = (reconstruction(pipes["TokenBridge"], dataset, levels, num_recon) if dataset
+                                else ([], None))
         heads = head_speed(pipes["TokenBridge"].transformer, pipes["MAR"].transformer, HEAD_BATCHES, repeats,
                            samples["TokenBridge"].get("guidance_scale", 3.0), seed)
         speed = []
@@ -193,7 +200,7 @@ def bench_tokenbridge(tb_path: str = "pipelines/tokenbridge-fashion", mar_path: 
                "fd_on_par": t["fd_mean"] <= m["fd_mean"] + max(t["fd_std"], m["fd_std"])}
     command = BENCH.command(arguments)
     result = {"bench": "tokenbridge", "command": command, "arguments": arguments, "machine": machine_info(threads),
-              "dataset": dataset, "reconstruction": recon, "heads": heads, "speed": speed, "nll": nll,
+              "dataset": dataset, "reconstruction": recon, "continuous_fd": continuous_fd, "heads": heads, "speed": speed, "nll": nll,
               "quality": quality, "verdict": verdict}
     result["summary"] = BenchSummary(
         method="TokenBridge (dimension-wise quantized tokens, channel-AR head)",
@@ -212,11 +219,14 @@ def _markdown(r: dict) -> str:
     lines = ["# TokenBridge bench: dimension-wise quantized tokens and a channel-AR head vs continuous MAR", "",
              f"Command: `{r['command']}`", "", machine_line(r["machine"]), "",
              f"Reconstruction of {a['num_recon']} test images of `{r['dataset']}`: the decode of the quantized latents "
-             "against the decode of the continuous ones.", "",
-             "| levels B | scheme | PSNR (dB) | latent RMSE | outside the range |", "|---|---|---|---|---|"]
+             "against the decode of the continuous ones, and the Fréchet distance of those decodes to the test split: "
+             "the floor a quantizer puts under any sampler's Fréchet distance (the continuous decodes: "
+             f"{_number(r['continuous_fd'])}).", "",
+             "| levels B | scheme | PSNR (dB) | latent RMSE | outside the range | Fréchet distance |",
+             "|---|---|---|---|---|---|"]
     for row in r["reconstruction"]:
         lines.append(f"| {row['levels']} | {row['scheme']} | {row['psnr']:.2f} | {row['latent_rmse']:.4f} | "
-                     f"{100 * row['out_of_range']:.3f} % |")
+                     f"{100 * row['out_of_range']:.3f} % | {row['frechet_distance']:.2f} |")
     lines += ["", "Head time per token on the same decoder states, each head as its pipeline runs it under CFG "
               "(median of the timed calls, round-robin):", "",
               "| tokens | head | parameters | passes | ms / token (min-max) | MAR / TokenBridge |",
@@ -245,6 +255,10 @@ def _markdown(r: dict) -> str:
                    f"{yes[v['ar_nll_lower']]}; Fréchet distance on par with MAR's (within the spread or better): "
                    f"{yes[v['fd_on_par']]}."), ""]
     return "\n".join(lines)
+
+
+def _number(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
 
 
 BENCH = Bench(

@@ -51,4 +51,5 @@ register_method(
                 "DimensionwiseQuantizer": "genlab.tokenizers.dimwise_quant"},
     pipelines={"TokenBridgePipeline": "genlab.pipelines.mar"},
     recipe_kinds={"tokenbridge": TokenBridgeBuilder},
+    benches={"tokenbridge": "genlab.eval.bench_tokenbridge:BENCH"},
 )
