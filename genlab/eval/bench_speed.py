@@ -11,7 +11,11 @@ on the conditioning `genlab eval` gives it:
 * where one throughput call's time goes: the network (transformer or UNet), its head(s), the image decode, the
   text encoder, and the rest (sampling, scheduler steps, Python work and ops outside the modules). Each part is
   timed by hooks on every module of it, exclusively (a part's time leaves out the parts running inside it);
-* the ops that take the most self CPU time in one more throughput call, from torch.profiler.
+* the ops that take the most self CPU time in one more throughput call, from torch.profiler;
+* with `--precisions fp32 bf16` and/or `--compile`: the same calls in bf16 autocast and on a torch.compile'd copy
+  (genlab.pipelines.sampling_modes), timed round-robin with the fp32 calls, their speed-up over fp32, and the
+  quality difference of the throughput batch on the same seeds (class accuracy, PSNR against the fp32 samples);
+  the bf16 matmul peak is measured beside the fp32 one.
 """
 
 from __future__ import annotations
