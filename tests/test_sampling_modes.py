@@ -6,7 +6,7 @@ from diffusers import DiffusionPipeline
 
 import genlab  # noqa: F401
 from genlab.errors import GenlabError
-from genlab.pipelines.sampling_modes import compile_pipeline, compile_plan, compiler_available, sampling_precision
+from genlab.pipelines.sampling_modes import compile_pipeline, compile_plan, why_compile_cannot_run, sampling_precision
 from test_shipped_pipelines import FOLDERS, ROOT
 
 
@@ -59,7 +59,7 @@ def test_every_shipped_network_declares_blocks_it_has(folder):
 
 @pytest.mark.slow
 def test_compiled_sampling_equals_eager_within_fp32_tolerance():
-    reason = compiler_available()
+    reason = why_compile_cannot_run()
     if reason:
         pytest.skip(reason)
     pipe = _dit()

@@ -216,15 +216,16 @@ def shipped_pipelines(folder: str = "pipelines") -> list[str]:
 def bench_speed(pipelines=(), batch_size: int = 64, repeats: int = 2, top_ops: int = 5, precisions=("fp32",),
                 compile: bool = False, threads: int = 2, out: str | None = "bench/speed.md") -> dict:
     """Benchmark the shipped pipelines' sampling speed against the matmul peak; see the module doc."""
-    from ..pipelines.sampling_modes import check_precision, compiler_available
+    from ..pipelines.sampling_modes import check_precision, why_compile_cannot_run
 
     batch_size = check_positive_int(batch_size, "batch_size")
     repeats = check_positive_int(repeats, "repeats")
     top_ops = int(top_ops)
     precisions = ["fp32", *dict.fromkeys(check_precision(p) for p in precisions if p != "fp32")]
     compile = bool(compile)
-    if compile and compiler_available():
-        raise GenlabError(f"--compile: {compiler_available()}")
+    no_compiler = why_compile_cannot_run() if compile else None
+    if no_compiler:
+        raise GenlabError(f"--compile: {no_compiler}")
     paths = list(pipelines) or shipped_pipelines()
     for p in paths:
         if not os.path.isfile(os.path.join(p, "model_index.json")):

@@ -45,7 +45,7 @@ def sampling_precision(pipe, precision: str = "fp32"):
     return torch.autocast(device_type=pipe.device.type, dtype=dtype)
 
 
-def compiler_available() -> str | None:
+def why_compile_cannot_run() -> str | None:
     """None when torch.compile's default backend can run here, else why not (inductor needs a C++ compiler on CPU)."""
     if not hasattr(torch, "compile"):
         return f"torch {torch.__version__} has no torch.compile"
@@ -72,7 +72,7 @@ def compile_plan(pipe) -> dict[str, str]:
 def compile_pipeline(pipe, **compile_kwargs) -> dict[str, str]:
     """Compile the networks of `pipe` in place (keyword arguments go to torch.compile); returns `compile_plan`.
     Raises GenlabError where torch.compile cannot run here."""
-    reason = compiler_available()
+    reason = why_compile_cannot_run()
     if reason:
         raise GenlabError(f"cannot compile {type(pipe).__name__}: {reason}")
     plan = compile_plan(pipe)
