@@ -49,7 +49,8 @@ def test_report_rows_and_call_counts(result):
     res, out = result
     text = out.read_text()
     assert text == res["markdown"] and res["command"] in text
-    names = ["none"] + [f"{k}(r={r})" for r in RATES for k in ("uniform", "statdp")]
+    names = ["none"] + [name.format(r) for r in RATES for name in ("uniform(r={})", "statdp(r={})",
+                                                                   "statdp(r={}) re-timed")]
     assert [p["policy"] for p in res["policies"]] == names
     for name in names + ["DDT", "DiT", "threads"]:
         assert f"| {name} |" in text or name in text
@@ -65,6 +66,12 @@ def test_report_rows_and_call_counts(result):
         assert res["schedules"][r]["K"] == math.ceil(STEPS / r) and res["schedules"][r]["key_steps"][0] == 0
         row = next(p for p in res["policies"] if p["policy"] == f"statdp(r={r})")
         assert row["key_steps"] == res["schedules"][r]["key_steps"]  # the timed runs used the pre-solved schedule
+        retimed = next(p for p in res["policies"] if p["policy"] == f"statdp(r={r}) re-timed")
+        assert retimed["retime"] and not row["retime"] and retimed["key_steps"] == row["key_steps"]
+        assert retimed["deviation"] != row["deviation"]  # the same key steps, another sampler
+    # the 7-step test model's samples have no black background (nan); the real digits do
+    assert all(isinstance(p["background_speckle"], float) for p in res["policies"])
+    assert res["real_background_speckle"] >= 0 and "speckle" in text
     c = res["ddt_vs_dit"]
     assert c["DDT"]["training_steps"] == c["DiT"]["training_steps"] == 7
     assert c["DDT"]["parameters"] > 0 and c["DiT"]["frechet_distance"] >= 0 and c["ddt_over_dit_time"] > 0

@@ -189,16 +189,21 @@ def test_grid_and_cfg_gate_with_a_mock_model(monkeypatch):
 
 
 # ---------------------------------------------------------------- 7: sharing equivalences and call counts
-def reference_sample(model, x, labels, grid, scale, interval, key_steps):
-    """The spec's sampling loop written out independently of the pipeline: Euler, doubled CFG batch, shared z."""
+def reference_sample(model, x, labels, grid, scale, interval, key_steps, retime=False):
+    """The spec's sampling loop written out independently of the pipeline: Euler, doubled CFG batch, shared z
+    (retime: share the encoder state h_E instead and rebuild z at each step's t)."""
     null = torch.full_like(labels, model.null_class)
-    z = None
+    z = h = None
     for i in range(len(grid) - 1):
         t = float(grid[i])
         if i in key_steps:
-            z = None
-        v2, z = model(torch.cat([x, x]), torch.full((2 * len(x),), t), torch.cat([null, labels]), z,
-                      return_dict=False)
+            z = h = None
+        inputs = (torch.cat([x, x]), torch.full((2 * len(x),), t), torch.cat([null, labels]))
+        if retime:
+            out = model(*inputs, encoder_state=h)
+            v2, h = out.sample, out.encoder_state
+        else:
+            v2, z = model(*inputs, z, return_dict=False)
         v_u, v_c = v2.chunk(2)
         v = v_u + scale * (v_c - v_u) if interval[0] < t < interval[1] else v_c
         x = x + float(grid[i + 1] - grid[i]) * v
@@ -236,6 +241,51 @@ def test_sharing_equivalences_and_encoder_decoder_call_counts(monkeypatch):
         if options.get("sharing") == "uniform":
             assert stats["key_steps"] == [0, 3, 6, 9] and torch.equal(shared, ref3)
     counter.remove()
+
+
+def test_retimed_sharing_is_the_written_out_loop_with_the_same_counts(monkeypatch):
+    pipe = make_pipe()
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    kw = dict(class_labels=[0, 2], num_inference_steps=N_STEPS, guidance_scale=2.0, latents=noise)
+    grid = pipe.scheduler.time_grid(N_STEPS)
+    keys = {0, 3, 6, 9}
+    with torch.no_grad():
+        ref_official = reference_sample(pipe.transformer, noise, torch.tensor([0, 2]), grid, 2.0, (-1, 2), keys)
+        ref_retimed = reference_sample(pipe.transformer, noise, torch.tensor([0, 2]), grid, 2.0, (-1, 2), keys,
+                                       retime=True)
+    plain = final_latent(pipe, monkeypatch, **kw)
+    assert torch.equal(final_latent(pipe, monkeypatch, retime_shared=True, **kw), plain)  # no sharing: no effect
+    counter = CallCounter(pipe.transformer)
+    retimed = final_latent(pipe, monkeypatch, sharing="uniform", refresh_rate=3, retime_shared=True, **kw)
+    assert counter.counts["s_embedder"] == 4 and counter.counts["encoder_blocks"] == 3 * 4
+    assert counter.counts["final_layer"] == N_STEPS
+    assert pipe.sharing_stats["retime"] and pipe.sharing_stats["encoder_calls"] == 4
+    counter.remove()
+    assert torch.equal(retimed, ref_retimed)
+    official = final_latent(pipe, monkeypatch, sharing="uniform", refresh_rate=3, **kw)
+    assert torch.equal(official, ref_official) and not pipe.sharing_stats["retime"]
+    assert not torch.equal(retimed, official)  # the reused steps see their own t
+
+
+def test_encoder_state_skips_the_encoder_and_rebuilds_z_at_the_given_t():
+    model = trained_like()
+    x, t, y = torch.randn(3, 1, 8, 8), torch.rand(3), torch.tensor([0, 2, 3])
+    fresh = model(x, t, y)
+    assert fresh.encoder_state.shape == fresh.z.shape and len(fresh.to_tuple()) == 2
+    counter = CallCounter(model)
+    same_t = model(x, t, torch.tensor([1, 1, 1]), encoder_state=fresh.encoder_state)  # the label is not used
+    assert counter.counts["s_embedder"] == 0 and counter.counts["encoder_blocks"] == 0
+    counter.remove()
+    assert torch.equal(same_t.sample, fresh.sample) and torch.equal(same_t.z, fresh.z)
+    t2 = torch.rand(3)
+    other_t = model(x, t2, y, encoder_state=fresh.encoder_state)
+    z2 = torch.nn.functional.silu(model.t_embedder(t2)[:, None] + fresh.encoder_state)
+    assert torch.equal(other_t.z, z2) and not torch.equal(other_t.sample, fresh.sample)
+    assert model(x, t, y, z=fresh.z).encoder_state is None  # given z, there is no state to return
+    with pytest.raises(GenlabError, match="not both"):
+        model(x, t, y, z=fresh.z, encoder_state=fresh.encoder_state)
+    with pytest.raises(GenlabError, match="encoder_state must have shape"):
+        model(x, t, y, encoder_state=fresh.encoder_state[:, :4])
 
 
 # ---------------------------------------------------------------- 8: the statistic DP

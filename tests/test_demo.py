@@ -48,7 +48,8 @@ def test_controls_follow_signature_and_class_attributes(demo):
     assert not dit["acceleration"]["visible"] and dit["compare"] == []
     assert len(demo.controls("dit-fashion")["class_labels"]["choices"]) == 10  # fashion's class names
     ddt = demo.controls("ddt-digits")
-    assert ddt["acceleration"]["choices"] == {"sharing": ["statdp", "uniform"], "refresh_rate": [2, 3, 4, 5]}
+    assert ddt["acceleration"]["choices"] == {"sharing": ["statdp", "uniform"], "refresh_rate": [2, 3, 4, 5],
+                                              "retime_shared": [True, False]}
     assert [value for _, value in ddt["compare"]] == ["trick", "baseline"]  # both exist: the user picks
 
 

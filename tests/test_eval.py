@@ -11,6 +11,7 @@ from genlab.errors import GenlabError
 from genlab.eval import (
     FeatureClassifier,
     available_classifiers,
+    background_speckle,
     class_accuracy,
     frechet_distance,
     load_classifier,
@@ -104,6 +105,21 @@ def test_psnr_and_ssim():
     assert 1.0 > s[0] > s[1] > s[2]
     small = x[:, :, :8, :8]  # smaller than the 11 px SSIM window
     assert ssim(small, small) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_background_speckle_sees_noise_in_the_background_only(fashion):
+    x = fashion[0][:64]
+    assert background_speckle(x) < 1e-3  # real fashion images: a black, flat background
+    gen = torch.Generator().manual_seed(0)
+    levels = [background_speckle((x + s * torch.randn(x.shape, generator=gen)).clamp(-1, 1), x) for s in (0.02, 0.1)]
+    assert levels[1] > levels[0] > 5 * background_speckle(x)
+    object_only = x.clone()  # noise on the object, none on the background: scored like the clean images
+    bright = x >= -0.9
+    object_only[bright] += 0.3 * torch.randn(int(bright.sum()), generator=gen)
+    assert background_speckle(object_only, x) == pytest.approx(background_speckle(x), abs=1e-7)
+    assert background_speckle(torch.zeros(2, 1, 8, 8)) != background_speckle(torch.zeros(2, 1, 8, 8))  # nan
+    with pytest.raises(GenlabError, match="background_from must have"):
+        background_speckle(x, x[:2])
 
 
 def test_user_mistakes_raise_genlab_error(fashion):

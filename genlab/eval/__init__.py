@@ -8,8 +8,8 @@ the penultimate features of a small per-data-set CNN (`load_classifier`); see ge
 from ..lazy_imports import lazy_attributes
 
 _NAMES = {"FeatureClassifier": ".classifier", "available_classifiers": ".classifier", "load_classifier": ".classifier",
-          **{name: ".metrics" for name in ("caption_attribute_accuracy", "class_accuracy", "class_predictions",
-                                            "color_accuracy", "color_names", "frechet_distance", "psnr",
+          **{name: ".metrics" for name in ("background_speckle", "caption_attribute_accuracy", "class_accuracy",
+                                            "class_predictions", "color_accuracy", "color_names", "frechet_distance", "psnr",
                                             "real_reference", "reconstruction_psnr", "ssim")}}
 __getattr__, __dir__ = lazy_attributes(__name__, _NAMES)
 __all__ = sorted(_NAMES)

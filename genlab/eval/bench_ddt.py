@@ -1,10 +1,10 @@
 """`genlab bench ddt`: DDT's encoder sharing and DDT vs DiT, measured in one run on the same seeds.
 
-Sharing policies none / uniform(r) / statdp(K = ceil(N / r), the same encoder budget) timed round-robin on one batch
-with CFG on, and at batch 1 (the latency a user waiting for one image sees); the layer-count model
-(E + D) / (E K / N + D) next to the measured speed-up; the deviation of shared samples from the unshared ones on the
-same noise; the classifier accuracy and Fréchet distance of every policy; DDT vs the equal-size DiT at equal
-training steps.
+Sharing policies none / uniform(r) / statdp(K = ceil(N / r), the same encoder budget), and statdp with the re-timed
+z (`retime_shared=True`), timed round-robin on one batch with CFG on, and at batch 1 (the latency a user waiting for
+one image sees); the layer-count model (E + D) / (E K / N + D) next to the measured speed-up; the deviation of shared
+samples from the unshared ones on the same noise and the speckle they leave in the background; the classifier
+accuracy and Fréchet distance of every policy; DDT vs the equal-size DiT at equal training steps.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from .report import load_expected, machine_info, machine_line, write_report
 
 
 def _policy_args(policy: tuple) -> dict:
-    kind, rate = policy
-    return {} if kind == "none" else {"sharing": kind, "refresh_rate": rate}
+    kind, rate, retime = policy
+    if kind == "none":
+        return {}
+    return {"sharing": kind, "refresh_rate": rate, **({"retime_shared": True} if retime else {})}
 
 
 def _policy_name(policy: tuple) -> str:
-    kind, rate = policy
-    return "none" if kind == "none" else f"{kind}(r={rate})"
+    kind, rate, retime = policy
+    return "none" if kind == "none" else f"{kind}(r={rate})" + (" re-timed" if retime else "")
 
 
 def _check_rates(rates) -> list[int]:
@@ -61,7 +63,7 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-fashion", dit_path: str = "pipeline
 
     from ..modeling import count_parameters
     from ..pipelines.loading import training_info
-    from . import class_accuracy, frechet_distance, load_classifier, real_reference
+    from . import background_speckle, class_accuracy, frechet_distance, load_classifier, real_reference
     from .runner import generate_balanced
 
     steps = check_positive_int(steps, "steps")
@@ -98,7 +100,10 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-fashion", dit_path: str = "pipeline
         cfg = ddt.transformer.config
         n_eval = ddt.scheduler.model_evaluations(steps)
         enc, dec = int(cfg.num_encoder_layers), int(cfg.num_decoder_layers)
-        policies = [("none", None)] + [(kind, r) for r in rates for kind in ("uniform", "statdp")]
+        # The official policies, and statdp with genlab's re-timed z (same key steps and encoder calls).
+        policies = [("none", None, False)] + [(kind, r, retime) for r in rates
+                                              for kind, retime in (("uniform", False), ("statdp", False),
+                                                                   ("statdp", True))]
         call = {"num_inference_steps": steps, "guidance_scale": guidance, "guidance_interval": interval,
                 "output_type": "pt"}
 
@@ -146,7 +151,9 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-fashion", dit_path: str = "pipeline
                                           **extra_call)
         reference = images["none"]
         deviation = {name: float(((im - reference) ** 2).mean()) for name, im in images.items()}
+        speckle = {name: background_speckle(im, reference) for name, im in images.items()}
         reals = real_reference(dataset, "test")
+        real_speckle = background_speckle(reals)
         fd = {name: frechet_distance(reals, im, classifier) for name, im in images.items()}
 
         rows = []
@@ -154,14 +161,16 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-fashion", dit_path: str = "pipeline
             name = _policy_name(p)
             k = stats[name]["encoder_calls"]
             rows.append({
-                "policy": name, "kind": p[0], "rate": p[1], "share_ratio": 0.0 if p[1] is None else 1 - 1 / p[1],
+                "policy": name, "kind": p[0], "rate": p[1], "retime": p[2],
+                "share_ratio": 0.0 if p[1] is None else 1 - 1 / p[1],
                 "encoder_calls": k, "decoder_calls": stats[name]["decoder_calls"],
                 "key_steps": stats[name]["key_steps"], "seconds": seconds[name],
                 "seconds_spread": timings[name].spread, "speedup": ratio(timings["none"], timings[name]),
                 "latency_seconds": latency[name].median,
                 "latency_speedup": ratio(latency["none"], latency[name]),
                 "model_speedup": (enc + dec) / (enc * k / n_eval + dec),
-                "deviation": deviation[name], "class_accuracy": acc[name], "frechet_distance": fd[name],
+                "deviation": deviation[name], "background_speckle": speckle[name],
+                "class_accuracy": acc[name], "frechet_distance": fd[name],
             })
 
         dit_labels = torch.arange(num_samples) % num_classes
@@ -182,11 +191,11 @@ def bench_ddt(ddt_path: str = "pipelines/ddt-fashion", dit_path: str = "pipeline
         "dataset": dataset, "steps": steps, "model_evaluations": n_eval, "batch_size": batch_size,
         "guidance": guidance, "guidance_interval": interval, "repeats": repeats, "num_samples": num_samples,
         "seed": seed, "encoder_layers": enc, "decoder_layers": dec, "template_seconds": template_seconds,
-        "schedules": schedules, "policies": rows, "times": {n: t.seconds for n, t in timings.items()},
+        "schedules": schedules, "policies": rows, "real_background_speckle": real_speckle, "times": {n: t.seconds for n, t in timings.items()},
         "latency_times": {n: t.seconds for n, t in latency.items()}, "ddt_vs_dit": comparison,
         "timed_calls": {name: {**call, **({} if name == "dit" else _policy_args(p)), "seed": seed,
                                "batch_size": batch_size} for name, p in [*[(_policy_name(p), p) for p in policies],
-                                                                          ("dit", ("none", None))]},
+                                                                          ("dit", ("none", None, False))]},
     }
     r = 4 if 4 in rates else rates[-1]
     row = next(p for p in rows if p["policy"] == f"statdp(r={r})")
@@ -219,18 +228,24 @@ def _ddt_markdown(r: dict) -> str:
         f"Encoder / decoder blocks E = {r['encoder_layers']}, D = {r['decoder_layers']}."), "",
         "## Encoder sharing", "",
         ("| policy | share ratio | encoder calls K | decoder calls | s / batch (min-max) | speed-up (measured) | "
-        "batch-1 s | batch-1 speed-up | layer model (E+D)/(E·K/N+D) | MSD vs none | class accuracy | "
-        "Fréchet distance |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "batch-1 s | batch-1 speed-up | layer model (E+D)/(E·K/N+D) | MSD vs none | background speckle ×10⁻³ | "
+        "class accuracy | Fréchet distance |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["policies"]:
         lo, hi = p["seconds_spread"]
         lines.append(f"| {p['policy']} | {p['share_ratio']:.2f} | {p['encoder_calls']} | {p['decoder_calls']} | "
                      f"{p['seconds']:.3f} ({lo:.3f}-{hi:.3f}) | {p['speedup']:.2f}× | {p['latency_seconds']:.3f} | "
                      f"{p['latency_speedup']:.2f}× | {p['model_speedup']:.2f}× | "
-                     f"{p['deviation']:.3g} | {100 * p['class_accuracy']:.1f} % | {p['frechet_distance']:.2f} |")
+                     f"{p['deviation']:.3g} | {1000 * p['background_speckle']:.2f} | "
+                     f"{100 * p['class_accuracy']:.1f} % | {p['frechet_distance']:.2f} |")
     lines += ["", ("MSD = mean squared deviation of the final images (in [-1, 1]) from the no-sharing images on the "
-              "same noise and labels."), "",
+              "same noise and labels. Background speckle = `genlab.eval.background_speckle`: mean |x − 3×3 box mean| "
+              "over the pixels whose 5×5 neighbourhood is black in the no-sharing image on the same noise (residual "
+              f"noise in an empty background); the real test images score {1000 * r['real_background_speckle']:.2f} "
+              "on their own background. Re-timed = `retime_shared=True`: the reused steps rebuild z from the kept "
+              "encoder state with their own t (genlab's option; the official sampler reuses z with the key step's "
+              "t); same key steps and encoder calls as the official statdp row above it."), "",
               (f"Statdp schedules: one-off template run (8 samples, full recompute) {r['template_seconds']:.3f} s, "
               "not included in the timings above."), "",
               "| r | K | source | DP solve s | key steps |", "|---|---|---|---|---|"]
@@ -255,8 +270,9 @@ def _ddt_markdown(r: dict) -> str:
 
 BENCH = Bench(
     "ddt", bench_ddt,
-    "DDT encoder sharing (none / uniform(r) / statdp with the same encoder budget) timed on one batch with CFG and "
-    "at batch 1, deviation from unshared samples, accuracy and Fréchet distance, plus DDT vs the equal-size DiT.",
+    "DDT encoder sharing (none / uniform(r) / statdp with the same encoder budget, official and re-timed) timed on "
+    "one batch with CFG and at batch 1, deviation from unshared samples, background speckle, accuracy and Fréchet "
+    "distance, plus DDT vs the equal-size DiT.",
     arguments=(
         BenchArgument("--ddt", "ddt_path", "DDT pipeline folder"),
         BenchArgument("--dit", "dit_path", "DiT pipeline folder (the baseline)"),

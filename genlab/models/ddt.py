@@ -6,8 +6,10 @@
   modulated **per token** by z, followed by the final layer (also modulated per token by z).
 
 The decoder never sees the label and sees t only through z, so a z reused from an earlier sampling step carries that
-step's t: this is the method (encoder sharing, see genlab.acceleration.sharing), not a bug to fix. Encoder tokens
-never enter the decoder's token stream; the two stacks are coupled only through adaLN.
+step's t: this is the method (encoder sharing, see genlab.acceleration.sharing) as the official code runs it. A
+caller may instead pass back the encoder state h_E (`encoder_state`), and z is then rebuilt with the current t
+("re-timed" sharing, genlab's option: it costs one addition and halves the background speckle of long reuse spans;
+bench/ddt.md). Encoder tokens never enter the decoder's token stream; the two stacks are coupled only through adaLN.
 
 State-dict keys follow the official code (`blocks.i` numbers the encoder blocks first, then the decoder blocks), so
 released checkpoints map one to one. Blocks keep PyTorch's default init for their adaLN projections (only the final
@@ -44,11 +46,19 @@ DDT_PRESETS = {
 @dataclass
 class DDTOutput(BaseOutput):
     """sample: the velocity (B, C, H, W); z: the self-condition (B, N, D) the decoder used (pass it back to skip the
-    encoder); aligned: the projected encoder features (B, N, repa_dim) when called with return_alignment=True."""
+    encoder); aligned: the projected encoder features (B, N, repa_dim) when called with return_alignment=True;
+    encoder_state: the encoder's output h_E before t is added (pass it back to skip the encoder with z re-timed),
+    None when the call was given z."""
 
     sample: torch.Tensor
     z: torch.Tensor
     aligned: torch.Tensor | None = None
+    encoder_state: torch.Tensor | None = None
+
+    def to_tuple(self) -> tuple:
+        """(sample, z) as the official forward returns (x, s), plus aligned when computed; encoder_state is a field
+        only, so the tuple's length does not depend on whether the encoder ran."""
+        return (self.sample, self.z) if self.aligned is None else (self.sample, self.z, self.aligned)
 
 
 class DDTModel(PatchTransformerMixin, GenlabModel):
@@ -99,8 +109,8 @@ class DDTModel(PatchTransformerMixin, GenlabModel):
 
     def encode(self, x: torch.Tensor, t_emb: torch.Tensor, class_labels: torch.Tensor, rope: torch.Tensor,
                keep: int | None = None):
-        """Condition encoder: noisy input -> self-condition z (B, N, D). t_emb is (B, 1, D).
-        With keep = i (1-indexed) it returns (z, hidden state after encoder block i)."""
+        """Condition encoder: noisy input -> encoder state h_E (B, N, D) (`self_condition` turns it into z). t_emb is
+        (B, 1, D). With keep = i (1-indexed) it returns (h_E, hidden state after encoder block i)."""
         c = F.silu(t_emb + self.y_embedder(class_labels)[:, None])  # per sample
         h = self.s_embedder(x)
         kept = None
@@ -108,8 +118,12 @@ class DDTModel(PatchTransformerMixin, GenlabModel):
             h = block(h, c, rope)
             if i == keep:
                 kept = h
-        z = F.silu(t_emb + h)  # no norm on h_E (official)
-        return z if keep is None else (z, kept)
+        return h if keep is None else (h, kept)
+
+    @staticmethod
+    def self_condition(t_emb: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """z = SiLU(t_emb + h_E): no norm on h_E (official)."""
+        return F.silu(t_emb + h)
 
     def decode(self, x: torch.Tensor, z: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """Velocity decoder: noisy input and per-token condition z -> velocity (B, C, H, W)."""
@@ -120,27 +134,37 @@ class DDTModel(PatchTransformerMixin, GenlabModel):
         return unpatchify(self.final_layer(h, z), self.config.patch_size, H, W)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor,
-                z: torch.Tensor | None = None, return_alignment: bool = False, return_dict: bool = True):
+                z: torch.Tensor | None = None, return_alignment: bool = False, return_dict: bool = True,
+                encoder_state: torch.Tensor | None = None):
         """x: (B, C, H, W) noisy input x_t; t: (B,) in [0, 1] (0 = noise); class_labels: (B,) long (num_classes =
-        no class); z: (B, N, D) self-condition from an earlier call, or None to run the encoder.
-        Returns DDTOutput(sample=velocity shaped like x, z) (a tuple with return_dict=False). With z given, t and
-        class_labels are not used. return_alignment=True (training with REPA, needs repa_layer) also returns the
-        projected (B, N, repa_dim) features of encoder block repa_layer as `aligned`, computed inside forward so
-        DDP sees the projector's use."""
+        no class); z: (B, N, D) self-condition from an earlier call, or None to run the encoder; encoder_state:
+        (B, N, D) h_E from an earlier call instead of z, to skip the encoder with z rebuilt at this call's t.
+        Returns DDTOutput(sample=velocity shaped like x, z, encoder_state) ((sample, z) with return_dict=False). With z
+        given, t and class_labels are not used; with encoder_state given, class_labels are not used.
+        return_alignment=True (training with REPA, needs repa_layer) also returns the projected (B, N, repa_dim)
+        features of encoder block repa_layer as `aligned`, computed inside forward so DDP sees the projector's use."""
         self.check_inputs(x, t, class_labels)
         p = self.config.patch_size
         gh, gw = x.shape[2] // p, x.shape[3] // p
         rope = self.rope(gh, gw)
+        if z is not None and encoder_state is not None:
+            raise GenlabError("pass z or encoder_state to skip the encoder, not both")
+        if return_alignment and (z is not None or encoder_state is not None):
+            raise GenlabError("return_alignment runs the encoder: do not pass z or encoder_state with it")
+        expected = (x.shape[0], gh * gw, self.config.hidden_size)
+        for name, given in (("z", z), ("encoder_state", encoder_state)):
+            if given is not None and given.shape != expected:
+                raise GenlabError(f"{name} must have shape {expected} for this x, got {tuple(given.shape)}")
         aligned = None
-        if return_alignment:
-            if self.repa_projector is None:
-                raise GenlabError("this DDTModel has no REPA projector: build it with repa_layer and repa_dim")
-            z, kept = self.encode(x, self.t_embedder(t)[:, None], class_labels, rope, keep=self.config.repa_layer)
-            aligned = self.repa_projector(kept)
-        elif z is None:
-            z = self.encode(x, self.t_embedder(t)[:, None], class_labels, rope)
-        elif z.shape != (x.shape[0], gh * gw, self.config.hidden_size):
-            raise GenlabError(f"z must have shape {(x.shape[0], gh * gw, self.config.hidden_size)} for this x, "
-                              f"got {tuple(z.shape)}")
-        out = DDTOutput(sample=self.decode(x, z, rope), z=z, aligned=aligned)
+        if z is None:
+            t_emb = self.t_embedder(t)[:, None]
+            if return_alignment:
+                if self.repa_projector is None:
+                    raise GenlabError("this DDTModel has no REPA projector: build it with repa_layer and repa_dim")
+                encoder_state, kept = self.encode(x, t_emb, class_labels, rope, keep=self.config.repa_layer)
+                aligned = self.repa_projector(kept)
+            elif encoder_state is None:
+                encoder_state = self.encode(x, t_emb, class_labels, rope)
+            z = self.self_condition(t_emb, encoder_state)
+        out = DDTOutput(sample=self.decode(x, z, rope), z=z, aligned=aligned, encoder_state=encoder_state)
         return out if return_dict else out.to_tuple()

@@ -54,8 +54,8 @@ class DDTPipeline(FlowDiTPipeline):
     After each call `pipe.sharing_stats` holds the key steps and the numbers of encoder and decoder calls
     (one call = one model evaluation of the whole, possibly CFG-doubled, batch)."""
 
-    acceleration_label = "encoder sharing (encoder every r-th step; statdp picks the steps)"
-    acceleration_choices = {"sharing": ["statdp", "uniform"], "refresh_rate": [2, 3, 4, 5]}
+    acceleration_label = "encoder sharing (encoder every r-th step; statdp picks the steps; re-timed z by default)"
+    acceleration_choices = {"sharing": ["statdp", "uniform"], "refresh_rate": [2, 3, 4, 5], "retime_shared": [True, False]}
     acceleration_off = {"sharing": "none"}
     double_every_step = True  # both halves' z from the same step
 
@@ -152,13 +152,17 @@ class DDTPipeline(FlowDiTPipeline):
                  latents: torch.Tensor | None = None, output_type: str = "pil", return_dict: bool = True,
                  sharing: str | ReusePolicy = "none", refresh_rate: int | None = None,
                  num_encoder_steps: int | None = None, callback_on_step_end=None,
-                 callback_on_step_end_tensor_inputs: list[str] = ("latents",), sharing_ratio: int | None = None):
+                 callback_on_step_end_tensor_inputs: list[str] = ("latents",), sharing_ratio: int | None = None,
+                 retime_shared: bool = False):
         """Generate one image per entry of `class_labels` (ints or class names).
 
         guidance_scale: CFG weight (1 = no guidance); guidance_interval: (lo, hi) to guide only for lo < t < hi
         (t = 0 noise, 1 data; the paper's release setting is (0.3, 1.0)); generator: torch.Generator for the initial
         noise; latents: start noise yourself. sharing: "none" | "uniform" (with refresh_rate r: encoder every r-th
         step) | "statdp" (with num_encoder_steps K, or refresh_rate r for K = ceil(N / r)) | a ReusePolicy.
+        retime_shared: at the steps that reuse the encoder, rebuild z from the kept encoder state with the current t
+        (genlab's option; the official sampler reuses z with its key step's t, which leaves background speckle when
+        the reuse spans are long: bench/ddt.md). No effect without sharing.
         callback_on_step_end(pipe, step, t, {"latents": x}) as in FlowDiTPipeline.
         """
         self.check_components()
@@ -168,7 +172,7 @@ class DDTPipeline(FlowDiTPipeline):
                                      sharing_ratio)
         key_steps = self.key_steps(policy, steps, guidance)  # may run the template once (its own generator)
         self.scheduler.set_timesteps(steps, device=self._execution_device)
-        with encoder_sharing(self.transformer, EncoderSharingConfig(key_steps)) as hook:
+        with encoder_sharing(self.transformer, EncoderSharingConfig(key_steps, retime=bool(retime_shared))) as hook:
             x = self.denoise(x, labels, guidance, callback_on_step_end, callback_on_step_end_tensor_inputs)
         self.sharing_stats = {**hook.stats, "policy": policy.kind}
         return self.image_output(self.image_tokenizer.decode(x), output_type, return_dict)
