@@ -93,7 +93,7 @@ QUALITY_FLOORS = {"dit-digits": (50, 10, 0.80), "ddt-digits": (50, 10, 0.95), "d
                   "var-digits": (100, None, 0.90), "mvar-digits": (100, None, 0.90),
                   # tokenbridge-digits 100.0 / 99.5 / 98.0 % over seeds 0-2 (200 samples, 16 steps, CFG 3)
                   "tokenbridge-digits": (20, None, 0.90),
-                  # tokenbridge-fashion 88.0 ± 1.3 % over seeds 0-2 (200 samples; bench/tokenbridge.md)
+                  # tokenbridge-fashion (64 levels) 86.2 ± 1.8 % over seeds 0-2 (200 samples; bench/tokenbridge.md)
                   "tokenbridge-fashion": (10, None, 0.70),
                   # shape accuracy of prompted samples: 26.3 / 19.8 % over 3 seeds of 200 (bench ett), chance 16.7 %
                   "ett-shapes": (100, None, 0.12), "ett-shapes-frozen": (100, None, 0.10)}
