@@ -12,8 +12,8 @@ a template run, can record every fresh z (the statistics of the statistical DP, 
 A z reused from an earlier step carries that step's t and label: that is the method as the official code runs it.
 With `retime=True` the hook keeps the encoder state h_E instead and the model rebuilds z = SiLU(t_emb + h_E) with
 the current t at each reuse. Why: the decoder sees t only through z, so a stale z tells it the noise level of the key
-step; on fashion at N = 30, r = 4 that leaves residual noise in the black background ("speckle", 18x the unshared
-samples' high-frequency energy), and re-timing halves it at no cost (bench/ddt.md).
+step; on fashion at N = 30, r = 4 that leaves residual noise in the black background ("speckle", 16x the unshared
+samples' high-frequency energy), and re-timing cuts it by a third or more at no cost (bench/ddt.md, README).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@
 The decoder never sees the label and sees t only through z, so a z reused from an earlier sampling step carries that
 step's t: this is the method (encoder sharing, see genlab.acceleration.sharing) as the official code runs it. A
 caller may instead pass back the encoder state h_E (`encoder_state`), and z is then rebuilt with the current t
-("re-timed" sharing, genlab's option: it costs one addition and halves the background speckle of long reuse spans;
-bench/ddt.md). Encoder tokens never enter the decoder's token stream; the two stacks are coupled only through adaLN.
+("re-timed" sharing, genlab's option: it costs one addition and cuts the background speckle of long reuse spans by
+a third or more; bench/ddt.md). Encoder tokens never enter the decoder's token stream; the two stacks are coupled only through adaLN.
 
 State-dict keys follow the official code (`blocks.i` numbers the encoder blocks first, then the decoder blocks), so
 released checkpoints map one to one. Blocks keep PyTorch's default init for their adaLN projections (only the final
