@@ -1,8 +1,9 @@
-"""Evaluation metrics on images in [-1, 1]: class accuracy, classifier Fréchet distance, PSNR and SSIM."""
+"""Evaluation metrics on images in [-1, 1]: class accuracy, classifier Fréchet distance, PSNR, SSIM, background speckle."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -202,8 +203,6 @@ def background_speckle(images, background_from=None, dark: float = -0.9) -> floa
     reference on the same noise, e.g. the unaccelerated samples; default: the images themselves), so edges of the
     object do not count. For data sets with a black background (digits, fashion); nan where no pixel is background.
     Residual sampling noise in an empty background shows here long before it moves a classifier's features."""
-    import torch.nn.functional as F
-
     images = _check_images(images).float()
     reference = images if background_from is None else _check_images(background_from, "background_from").float()
     if reference.shape != images.shape:
