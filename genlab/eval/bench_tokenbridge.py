@@ -200,8 +200,8 @@ def bench_tokenbridge(tb_path: str = "pipelines/tokenbridge-fashion", mar_path: 
                "fd_on_par": t["fd_mean"] <= m["fd_mean"] + max(t["fd_std"], m["fd_std"])}
     command = BENCH.command(arguments)
     result = {"bench": "tokenbridge", "command": command, "arguments": arguments, "machine": machine_info(threads),
-              "dataset": dataset, "reconstruction": recon, "continuous_fd": continuous_fd, "heads": heads, "speed": speed, "nll": nll,
-              "quality": quality, "verdict": verdict}
+              "dataset": dataset, "reconstruction": recon, "continuous_fd": continuous_fd, "heads": heads,
+              "speed": speed, "nll": nll, "quality": quality, "verdict": verdict}
     result["summary"] = BenchSummary(
         method="TokenBridge (dimension-wise quantized tokens, channel-AR head)",
         baseline="MAR (continuous tokens, MLP diffusion head)", dataset=dataset,
@@ -221,7 +221,7 @@ def _markdown(r: dict) -> str:
              f"Reconstruction of {a['num_recon']} test images of `{r['dataset']}`: the decode of the quantized latents "
              "against the decode of the continuous ones, and the Fréchet distance of those decodes to the test split: "
              "the floor a quantizer puts under any sampler's Fréchet distance (the continuous decodes: "
-             f"{_number(r['continuous_fd'])}).", "",
+             f"{'—' if r['continuous_fd'] is None else format(r['continuous_fd'], '.2f')}).", "",
              "| levels B | scheme | PSNR (dB) | latent RMSE | outside the range | Fréchet distance |",
              "|---|---|---|---|---|---|"]
     for row in r["reconstruction"]:
@@ -255,10 +255,6 @@ def _markdown(r: dict) -> str:
                    f"{yes[v['ar_nll_lower']]}; Fréchet distance on par with MAR's (within the spread or better): "
                    f"{yes[v['fd_on_par']]}."), ""]
     return "\n".join(lines)
-
-
-def _number(x) -> str:
-    return "—" if x is None else f"{x:.2f}"
 
 
 BENCH = Bench(

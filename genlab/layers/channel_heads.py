@@ -73,9 +73,8 @@ class ChannelBlock(nn.Module):
         self.mlp.add_module("fc2", nn.Linear(hidden, dim))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x, c, cache=None, modulation=None):
-        """modulation: adaLN_modulation(c), when the caller computed it ahead (then c is not read)."""
-        modulation = self.adaLN_modulation(c) if modulation is None else modulation
+    def forward(self, x, modulation, cache=None):
+        """modulation: adaLN_modulation(c) of the slots in x (the head computes it for all slots at once)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, dim=-1)
         x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), cache)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
@@ -87,8 +86,7 @@ class ChannelFinalLayer(nn.Module):
         self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
-    def forward(self, x, c, modulation=None):
-        modulation = self.adaLN_modulation(c) if modulation is None else modulation
+    def forward(self, x, modulation):
         shift, scale = modulation.chunk(2, dim=-1)
         return modulate(self.norm_final(x), shift, scale)
 
@@ -139,22 +137,16 @@ class ChannelARHead(nn.Module):
         parts += [self.token_embeddings[k - 1](q_slots[:, k - 1])[:, None] for k in range(max(start, 1), end)]
         return torch.cat(parts, 1) + self.channel_embed[:, start:end]
 
-    def _run(self, x, cond, start: int, caches=None, modulations=None) -> torch.Tensor:
-        """Slots start .. start + n - 1 through the blocks; `modulations`: `slot_modulations(cond)`, or None to
-        compute them from cond here."""
-        end = start + x.shape[1]
-        if modulations is None:
-            c = cond[:, None] + self.timesteps_embeddings[:, start:end]
-            modulations = [None] * (len(self.channel_blocks) + 1)
-        else:
-            c, modulations = None, [m[:, start:end] for m in modulations]
+    def _run(self, x, modulations, start: int, caches=None) -> torch.Tensor:
+        """Slots start .. start + n - 1 through the blocks; `modulations`: `slot_modulations(cond)`."""
+        modulations = [m[:, start:start + x.shape[1]] for m in modulations]
         for i, block in enumerate(self.channel_blocks):
-            x = block(x, c, None if caches is None else caches[i], modulations[i])
-        return self.channel_final(self.channel_norm(x), c, modulations[-1])
+            x = block(x, modulations[i], None if caches is None else caches[i])
+        return self.channel_final(self.channel_norm(x), modulations[-1])
 
     def slot_modulations(self, cond: torch.Tensor) -> list[torch.Tensor]:
         """Each block's adaLN modulation (M, C, 6 width) and the final layer's (M, C, 2 width) for all C slots at
-        once: the cached sampler then runs one matmul per layer per position instead of one per slot."""
+        once: a sampler then runs one matmul per layer per position instead of one per slot and pass."""
         c = cond[:, None] + self.timesteps_embeddings
         return [b.adaLN_modulation(c) for b in self.channel_blocks] + [self.channel_final.adaLN_modulation(c)]
 
@@ -162,7 +154,7 @@ class ChannelARHead(nn.Module):
         """Teacher-forced (M, C, B) logits in slot order (slot k predicts channel order[k])."""
         self._check(z, q)
         cond = self.condition_proj(z)
-        h = self._run(self._slot_inputs(cond, q[:, self.order], 0, self.num_channels), cond, 0)
+        h = self._run(self._slot_inputs(cond, q[:, self.order], 0, self.num_channels), self.slot_modulations(cond), 0)
         return torch.stack([head(h[:, k]) for k, head in enumerate(self.channel_heads)], 1)
 
     def loss(self, z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -180,12 +172,12 @@ class ChannelARHead(nn.Module):
         cond = self.condition_proj(z)
         q_slots = torch.zeros(M, C, dtype=torch.long, device=z.device)
         caches = KVCache.for_blocks(self.channel_blocks, M, C, cond.dtype, z.device) if use_cache else None
-        modulations = self.slot_modulations(cond) if use_cache else None
+        modulations = self.slot_modulations(cond)
         for k in range(C):
             if use_cache:  # feed only slot k; the cache holds slots < k
-                h = self._run(self._slot_inputs(cond, q_slots, k, k + 1), cond, k, caches, modulations)[:, -1]
+                h = self._run(self._slot_inputs(cond, q_slots, k, k + 1), modulations, k, caches)[:, -1]
             else:  # the official sampler: the whole prefix again
-                h = self._run(self._slot_inputs(cond, q_slots, 0, k + 1), cond, 0)[:, -1]
+                h = self._run(self._slot_inputs(cond, q_slots, 0, k + 1), modulations, 0)[:, -1]
             logits = self.channel_heads[k](h)
             if record is not None:
                 record.append(logits)
