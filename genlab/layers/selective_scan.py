@@ -53,33 +53,35 @@ def ssd_sequential(x, dt, A, B, C, D=None, state=None):
 
 def ssd_chunked(x, dt, A, B, C, D=None, state=None, chunk_size: int = 64):
     """The same recurrence in chunks of `chunk_size` (the SSD form, as mamba_ssm's ssd_minimal); arguments and
-    results as `ssd_sequential`. The length need not be a multiple of the chunk: the tail is padded with dt = 0
-    steps, which neither decay nor add to the state."""
+    results as `ssd_sequential`. A sequence shorter than a chunk is one chunk of its own length (a sampler's
+    first scales are 1, 4, 9 tokens: padding them to 64 would be 60x the work); otherwise the tail is padded with
+    dt = 0 steps, which neither decay nor add to the state. Every contraction is a batched matmul over
+    (batch, head, chunk), which CPU BLAS runs far faster than the equivalent multi-operand einsum."""
     b, length, h, p = x.shape
     n = B.shape[-1]
+    chunk_size = max(1, min(chunk_size, length))
     pad = (-length) % chunk_size
     if pad:
         x, B, C = (F.pad(v, (0, 0) * (v.ndim - 2) + (0, pad)) for v in (x, B, C))
         dt = F.pad(dt, (0, 0, 0, pad))
     c = x.shape[1] // chunk_size
-    xdt = (x * dt[..., None]).reshape(b, c, chunk_size, h, p)
+    xdt = (x * dt[..., None]).reshape(b, c, chunk_size, h, p).permute(0, 3, 1, 2, 4)  # (b, h, c, l, p)
     a = (dt * A).reshape(b, c, chunk_size, h).permute(0, 3, 1, 2)  # (b, h, c, l)
-    Bc, Cc = B.reshape(b, c, chunk_size, n), C.reshape(b, c, chunk_size, n)
     a_cum = torch.cumsum(a, -1)
+    Bc, Cc = B.reshape(b, 1, c, chunk_size, n), C.reshape(b, 1, c, chunk_size, n)
     # within each chunk: y_i += sum_{j<=i} (C_i . B_j) exp(a_{j+1} + ... + a_i) dt_j x_j
-    decays = torch.exp(_segsum(a))  # (b, h, c, l, l)
-    y = torch.einsum("bcln,bcsn,bhcls,bcshp->bclhp", Cc, Bc, decays, xdt)
+    y = (torch.exp(_segsum(a)) * (Cc @ Bc.transpose(-1, -2))) @ xdt  # (b, h, c, l, p)
     # each chunk's own contribution to the state at its end, then the states carried across chunks
-    to_end = torch.exp(a_cum[..., -1:] - a_cum)
-    chunk_states = torch.einsum("bcln,bhcl,bclhp->bchpn", Bc, to_end, xdt)
-    start = x.new_zeros(b, 1, h, p, n) if state is None else state[:, None]
-    chunk_states = torch.cat([start, chunk_states], 1)
+    to_end = torch.exp(a_cum[..., -1:] - a_cum)[..., None]
+    chunk_states = (xdt * to_end).transpose(-1, -2) @ Bc  # (b, h, c, p, n)
+    start = x.new_zeros(b, h, 1, p, n) if state is None else state[:, :, None]
+    chunk_states = torch.cat([start, chunk_states], 2)
     across = torch.exp(_segsum(F.pad(a_cum[..., -1], (1, 0))))  # (b, h, c + 1, c + 1)
-    states = torch.einsum("bhzc,bchpn->bzhpn", across, chunk_states)
-    entering, final = states[:, :-1], states[:, -1]
+    states = (across @ chunk_states.flatten(-2)).view(b, h, c + 1, p, n)
+    entering, final = states[:, :, :-1], states[:, :, -1]
     # the state entering each chunk, decayed to every position inside it
-    y = y + torch.einsum("bcln,bchpn,bhcl->bclhp", Cc, entering, torch.exp(a_cum))
-    y = y.reshape(b, c * chunk_size, h, p)[:, :length]
+    y = y + torch.exp(a_cum)[..., None] * (Cc @ entering.transpose(-1, -2))
+    y = y.permute(0, 2, 3, 1, 4).reshape(b, c * chunk_size, h, p)[:, :length]
     if D is not None:
         y = y + D[:, None] * x[:, :length]
     return y, final
