@@ -1,4 +1,5 @@
-"""genlab bench himar on tiny random pipelines: rows, counts, FLOP split, measured ratios and the report."""
+"""genlab bench himar on tiny random pipelines: rows, counts, FLOP split, measured ratios, the fast-heads row and the
+report."""
 
 import json
 import statistics
@@ -6,6 +7,7 @@ import statistics
 import pytest
 import torch
 
+from genlab.errors import GenlabError
 from genlab.eval.bench_himar import bench_himar
 from genlab.models import HiMARModel, MARModel
 from genlab.pipelines.mar import HiMARPipeline, MARPipeline
@@ -33,7 +35,7 @@ def folders(tmp_path_factory):
 def test_bench_himar_rows_counts_ratios_and_report(folders, tmp_path):
     out = tmp_path / "himar.md"
     res = bench_himar(str(folders / "mar"), str(folders / "himar"), batch_size=2, repeats=2, num_samples=10,
-                      seeds=(0, 1), threads=1, out=str(out))
+                      seeds=(0, 1), threads=1, fast_head_steps=0, fast_head2_steps=0, out=str(out))
     assert out.read_text() == res["markdown"] and res["command"] in res["markdown"]
     assert [s["batch_size"] for s in res["speed"]] == [1, 2]
     for s in res["speed"]:
@@ -49,3 +51,24 @@ def test_bench_himar_rows_counts_ratios_and_report(folders, tmp_path):
     assert len(q["MAR"]["accuracy"]) == 2 and q["Hi-MAR"]["parameters"] > q["MAR"]["parameters"]
     assert set(res["verdict"]) == {"fd_better", "fd_not_worse", "not_slower"}
     assert res["summary"]["speed_ratio"] == res["speed"][-1]["himar_over_mar_speed"]
+
+
+def test_bench_himar_fast_row_uses_the_shorter_head_chains(folders, tmp_path):
+    res = bench_himar(str(folders / "mar"), str(folders / "himar"), batch_size=2, repeats=2, num_samples=10,
+                      seeds=(0,), threads=1, fast_head_steps=1, fast_head2_steps=2, out=str(tmp_path / "h.md"))
+    k1 = 16
+    for s in res["speed"]:
+        fast = s["profiles"]["Hi-MAR fast"]
+        assert fast["parts"]["head"]["calls"] == k1 * 1 and fast["parts"]["dense_head"]["calls"] == 2 * 2
+        assert fast["parts"]["backbone"]["calls"] == s["profiles"]["Hi-MAR"]["parts"]["backbone"]["calls"]
+        ratio = statistics.median(s["times"]["MAR"]) / statistics.median(s["times"]["Hi-MAR fast"])
+        assert s["fast_over_mar_speed"] == pytest.approx(ratio)
+    q = res["quality"]["Hi-MAR fast"]
+    assert q["sample"]["head_steps"] == 1 and q["sample"]["head2_steps"] == 2
+    assert {"fast_fd_below", "fast_fd_not_worse", "fast_not_slower"} <= set(res["verdict"])
+    assert "Hi-MAR fast" in res["markdown"] and res["summary"]["extra"]["fast"]["sample"]["head2_steps"] == 2
+
+
+def test_bench_himar_fast_row_needs_both_chains(folders):
+    with pytest.raises(GenlabError, match="fast_head2_steps"):
+        bench_himar(str(folders / "mar"), str(folders / "himar"), fast_head_steps=3, fast_head2_steps=0, out=None)

@@ -205,10 +205,11 @@ def summarize(runs: list[dict]) -> dict:
 
 
 
-def pipeline_quality(pipes: dict, paths: dict, num_samples: int, seeds) -> tuple[str, dict]:
+def pipeline_quality(pipes: dict, paths: dict, num_samples: int, seeds,
+                     overrides: dict | None = None) -> tuple[str, dict]:
     """Class accuracy and Fréchet distance over sampling seeds of trained pipelines (name -> pipeline, name ->
-    folder), each sampled with its own recipe's settings, class-balanced. All must name the same data set in their
-    training_info.json. Returns (data set, name -> {pipeline, parameters, sample, training_steps, accuracy_mean,
+    folder), each sampled with its own recipe's settings updated by `overrides` (name -> settings), class-balanced.
+    All must name the same data set in their training_info.json. Returns (data set, name -> {pipeline, parameters, sample, training_steps, accuracy_mean,
     accuracy_std, fd_mean, fd_std, accuracy (per seed), fd (per seed)})."""
     from ..errors import GenlabError
     from ..modeling import count_parameters
@@ -225,6 +226,8 @@ def pipeline_quality(pipes: dict, paths: dict, num_samples: int, seeds) -> tuple
     quality = {}
     for name, pipe in pipes.items():
         steps, guidance, sample = sampling_defaults(paths[name])
+        sample = {**sample, **(overrides or {}).get(name, {})}
+        steps, guidance = sample.get("num_inference_steps", steps), sample.get("guidance_scale", guidance)
         extra = {k: v for k, v in sample.items() if k not in ("num_inference_steps", "guidance_scale")}
         k = pipe.transformer.config.num_classes
 
