@@ -63,7 +63,7 @@ def _profile(pipe, run) -> dict:
 
 def bench_himar(mar_path: str = "pipelines/mar-fashion", himar_path: str = "pipelines/himar-fashion",
                 batch_size: int = 16, repeats: int = 3, num_samples: int = 200, seeds=(0, 1, 2), seed: int = 0,
-                threads: int = 2, fast_head_steps: int = 25, fast_head2_steps: int = 20,
+                threads: int = 2, fast_head_steps: int = 25, fast_head2_steps: int = 15,
                 out: str | None = "bench/himar.md") -> dict:
     """Benchmark Hi-MAR vs MAR; see the module doc."""
 
