@@ -124,24 +124,16 @@ def test_quality_floor_over_seeds(name):
     from genlab.eval.runner import evaluate_pipeline
 
     samples, steps, floor = QUALITY_FLOORS[name]
-    accuracies = [evaluate_pipeline(str(ROOT / name), num_samples=samples, steps=steps, seed=s)["class_accuracy"]
-                  for s in (0, 1, 2)]
+    results = [evaluate_pipeline(str(ROOT / name), num_samples=samples, steps=steps, seed=s) for s in (0, 1, 2)]
+    accuracies = [r["class_accuracy"] for r in results]
     assert sum(accuracies) / 3 >= floor, (name, accuracies)
+    if name in COLOR_FLOORS:  # prompted pipelines whose captions name a colour: the colour must match too
+        colors = [r["color_accuracy"] for r in results]
+        assert sum(colors) / 3 >= COLOR_FLOORS[name], (name, colors)
 
 
-# Prompted pipelines whose captions name a colour: floor on the colour accuracy over the same seeds (the goal).
-COLOR_FLOORS = {"unet-shapes-t2i": (20, 20, 0.80)}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(COLOR_FLOORS))
-def test_color_floor_over_seeds(name):
-    from genlab.eval.runner import evaluate_pipeline
-
-    samples, steps, floor = COLOR_FLOORS[name]
-    colors = [evaluate_pipeline(str(ROOT / name), num_samples=samples, steps=steps, seed=s)["color_accuracy"]
-              for s in (0, 1, 2)]
-    assert sum(colors) / 3 >= floor, (name, colors)
+# Floor on the mean colour accuracy over the same seeds and samples (unet-shapes-t2i: 100 % on 200, seed 0).
+COLOR_FLOORS = {"unet-shapes-t2i": 0.80}
 
 
 def test_tiny_pipeline_quality_floors():
