@@ -29,6 +29,8 @@ def test_speed_only_bench_rows_ratios_growth_and_report(tmp_path):
     res = bench_mvar(var_path="", mvar_path="", batch_size=2, out=str(out), **TINY_SIZES)
     assert out.read_text() == res["markdown"] and res["command"] in res["markdown"]
     assert res["quality"] is None and "summary" not in res
+    assert res["mamba_scan"].startswith("genlab's chunked SSD scan") and res["mamba_scan"] in res["markdown"]
+    assert "--device" not in res["command"] and "GPU" not in res["markdown"].splitlines()[0]
     assert [(r["num_tokens"], r["batch_size"]) for r in res["speed"]] == [(130, 1), (130, 2), (680, 1), (680, 2)]
     for r in res["speed"]:
         K = len(r["patch_nums"])
@@ -69,7 +71,12 @@ def test_quality_on_the_shipped_digits_pair(tmp_path):
     assert "Quality over sampling seeds" in res["markdown"]
 
 
-def test_bench_bad_input():
+def test_bench_bad_input(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(GenlabError, match="no CUDA GPU is available here"):
+        bench_mvar(var_path="", mvar_path="", device="cuda", out=None)
     with pytest.raises(GenlabError, match="give both --var and --mvar"):
         bench_mvar(var_path="pipelines/var-digits", mvar_path="", out=None)
     with pytest.raises(GenlabError, match="not a multiple of num_heads"):

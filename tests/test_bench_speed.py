@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 from genlab.errors import GenlabError
-from genlab.eval.bench_speed import PartTimer, bench_speed, matmul_peak, pipeline_parts
+from genlab.eval.bench_speed import PartTimer, _profile, attention_kernels, bench_speed, matmul_peak, pipeline_parts
+from genlab.eval.harness import check_device, device_clock, synchronized
 from genlab.models import MARModel
 from genlab.pipelines.mar import MARPipeline
 from genlab.tokenizers import PixelTokenizer
@@ -76,6 +77,9 @@ def test_bench_speed_rows_shares_split_and_report(folder, tmp_path):
     assert sum(p["parts"].values()) == pytest.approx(1.0) and p["parts"]["head"] > 0 and p["parts"]["network"] > 0
     assert len(p["top_ops"]) == 3 and all(o["op"].startswith("aten::") or o["op"] for o in p["top_ops"])
     assert f"{100 * two['share_of_peak']:.0f} %" in res["markdown"]
+    kernels = p["attention_kernels"]["fp32"]  # MAR's blocks call SDPA: the profile names the kernel it ran
+    assert kernels and all(k.startswith("aten::_") and n > 0 for k, n in kernels.items())
+    assert "GPU" not in res["markdown"].splitlines()[0] and "gpu" not in res["machine"]
 
 
 def test_pipeline_parts_names_the_head(folder):
@@ -92,6 +96,42 @@ def test_bench_speed_errors(tmp_path):
         bench_speed([str(tmp_path)], batch_size=0, out=None)
 
 
+def test_a_pipeline_that_fails_is_reported_and_the_others_timed(folder, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    for weights in (broken / "transformer").glob("*.safetensors"):
+        weights.write_bytes(b"not safetensors")
+    res = bench_speed([str(broken), str(folder)], batch_size=2, repeats=1, top_ops=0, threads=1, out=None)
+    assert [p["pipeline"] for p in res["pipelines"]] == [str(folder)]
+    (f,) = res["failed"]
+    assert f["pipeline"] == str(broken) and f["error"] and f"broken: {f['error']}" in res["markdown"]
+    with pytest.raises(GenlabError, match="no pipeline could be timed: .*broken"):
+        bench_speed([str(broken)], batch_size=2, repeats=1, top_ops=0, threads=1, out=None)
+
+
+def test_bench_device_checks(monkeypatch, tmp_path):
+    assert check_device("cpu") == torch.device("cpu")
+    f = lambda: 3  # noqa: E731
+    assert synchronized(f, "cpu") is f and device_clock("cpu") is time.perf_counter  # no waits on CPU
+    with pytest.raises(GenlabError, match="unknown device 'gpu0'"):
+        check_device("gpu0")
+    with pytest.raises(GenlabError, match="not supported by the benches"):
+        check_device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(GenlabError, match="no CUDA GPU is available here"):
+        bench_speed([str(tmp_path)], device="cuda", out=None)
+
+
+def test_attention_kernels_name_the_sdpa_kernel_that_ran():
+    q = torch.randn(1, 2, 8, 4)
+    events = _profile(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q), torch.device("cpu"))
+    kernels = attention_kernels(events)
+    assert kernels and all(n == 1 for n in kernels.values())
+    assert attention_kernels(_profile(lambda: q @ q.transpose(-1, -2), torch.device("cpu"))) == {}
+
+
 def test_bench_speed_times_bf16_against_fp32_in_the_same_run(folder, tmp_path):
     res = bench_speed([str(folder)], batch_size=4, repeats=2, top_ops=0, precisions=["bf16"], threads=1, out=None)
     assert res["arguments"]["precisions"] == ["fp32", "bf16"] and "--precisions fp32 bf16" in res["command"]
@@ -104,6 +144,7 @@ def test_bench_speed_times_bf16_against_fp32_in_the_same_run(folder, tmp_path):
     assert set(q) == {"fp32", "bf16"} and q["fp32"]["psnr_vs_fp32"] is None
     assert 0 <= q["bf16"]["class_accuracy"] <= 1 and q["bf16"]["psnr_vs_fp32"] > 10  # rounding, not noise
     assert "| mar | bf16 | 4 |" in res["markdown"].replace(folder.name, "mar")
+    assert "--device" not in res["command"]  # the CPU default is left out of the command line
     with pytest.raises(GenlabError, match="unknown sampling precision 'fp16'"):
         bench_speed([str(folder)], precisions=["fp16"], out=None)
 

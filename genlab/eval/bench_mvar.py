@@ -12,15 +12,18 @@ Quality: the trained pipelines (each with its recipe's sampling settings), class
 over sampling seeds (mean ± spread); by default the shipped digits pair (`--var pipelines/var-fashion --mvar
 pipelines/mvar-fashion` once the fashion pair is trained: digits saturates and cannot tell the two apart). `--var ''`
 leaves quality out (speed only).
+
+`--device cuda` times the speed rows on the GPU (models and tokenizer moved there, every timed call and Mamba hook
+ending with a device synchronize); the report names the scan M-VAR's Mamba-2 layers ran: mamba_ssm's fused kernel
+where that package is installed, else genlab's chunked scan in torch. Quality runs stay on the CPU.
 """
 
 from __future__ import annotations
 
-import time
-
 from ..errors import GenlabError, check_positive_int
-from .harness import (NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_seed, check_seeds,
-                      count_flops, pipeline_quality, ratio, time_round_robin, torch_threads)
+from .harness import (DEVICE, NUM_SAMPLES, OUT, REPEATS, SEEDS, THREADS, Bench, BenchArgument, BenchSummary, check_device,
+                      check_seed, check_seeds, count_flops, device_clock, pipeline_quality, ratio, synchronized,
+                      time_round_robin, torch_threads)
 from .report import load_expected, machine_info, machine_line, quality_table, write_report
 
 TINY = (1, 2, 3, 4, 6, 8)
@@ -30,9 +33,9 @@ GUIDANCE, TOP_P = 2.5, 0.96  # VAR's FID sampling setting (cfg 1.5 = guidance 2.
 
 
 def _models(patch_nums, hidden_size, depth, num_heads, d_state, mamba_headdim, vocab_size, latent_channels,
-            mvar_depth=None):
-    """(tokenizer, {"VAR": VARModel, "M-VAR": MVARModel}) with random weights for one schedule; M-VAR has VAR's
-    depth unless `mvar_depth` is given."""
+            mvar_depth=None, device="cpu"):
+    """(tokenizer, {"VAR": VARModel, "M-VAR": MVARModel}) with random weights for one schedule, on `device`; M-VAR
+    has VAR's depth unless `mvar_depth` is given."""
     import torch
 
     from ..models.mvar import MVARModel
@@ -43,43 +46,58 @@ def _models(patch_nums, hidden_size, depth, num_heads, d_state, mamba_headdim, v
     common = dict(patch_nums=list(patch_nums), vocab_size=vocab_size, latent_channels=latent_channels,
                   hidden_size=hidden_size, depth=depth, num_heads=num_heads)
     tok = MultiScaleVQTokenizer(block_out_channels=(8,), norm_num_groups=4, latent_channels=latent_channels,
-                                codebook_size=vocab_size, patch_nums=tuple(patch_nums)).eval()
-    models = {"VAR": VARModel(**common).eval(),
+                                codebook_size=vocab_size, patch_nums=tuple(patch_nums)).eval().to(device)
+    models = {"VAR": VARModel(**common).eval().to(device),
               "M-VAR": MVARModel(**{**common, "depth": mvar_depth or depth}, d_state=d_state,
-                                 mamba_headdim=mamba_headdim).eval()}
+                                 mamba_headdim=mamba_headdim).eval().to(device)}
     return tok, models
 
 
-def _sampler(model, tok, batch: int, seed: int):
+def _sampler(model, tok, batch: int, seed: int, device="cpu"):
+    """A zero-argument seeded sampling call that ends with a wait for `device`."""
     import torch
 
     from ..models.sampling import generate_tokens
     from ..schedulers import GuidanceSchedule
 
-    labels = torch.arange(batch) % model.config.num_classes
+    labels = (torch.arange(batch) % model.config.num_classes).to(device)
 
     def run():
         with torch.no_grad():
             return generate_tokens(model, labels, GuidanceSchedule(GUIDANCE, "linear"), top_p=TOP_P,
                                    generator=torch.Generator().manual_seed(seed),
                                    state_kwargs={"next_input": tok.next_scale_input})
-    return run
+    return synchronized(run, device)
 
 
-def _mamba_seconds(model, run) -> float:
-    """Seconds the Mamba-2 layers take in one call (0 for VAR)."""
+def _mamba_seconds(model, run, device="cpu") -> float:
+    """Seconds the Mamba-2 layers take in one call (0 for VAR); on a GPU each hook waits for the device first."""
     mambas = [b.mamba for b in model.blocks if hasattr(b, "mamba")]
     if not mambas:
         return 0.0
+    clock = device_clock(device)
     total, starts, handles = [0.0], {}, []
     for m in mambas:
-        handles.append(m.register_forward_pre_hook(lambda mod, a: starts.__setitem__(mod, time.perf_counter())))
+        handles.append(m.register_forward_pre_hook(lambda mod, a: starts.__setitem__(mod, clock())))
         handles.append(m.register_forward_hook(
-            lambda mod, a, o: total.__setitem__(0, total[0] + time.perf_counter() - starts[mod])))
+            lambda mod, a, o: total.__setitem__(0, total[0] + clock() - starts[mod])))
     run()
     for h in handles:
         h.remove()
     return total[0]
+
+
+def mamba_scan_used(device) -> str:
+    """Which scan M-VAR's Mamba-2 layers run on `device` (spec mvar.md: mamba_ssm's kernel on CUDA where installed)."""
+    import torch
+
+    from ..layers.selective_scan import _mamba_ssm_scan
+
+    if torch.device(device).type != "cuda":
+        return "genlab's chunked SSD scan in torch (mamba_ssm's kernel is CUDA-only)"
+    if _mamba_ssm_scan() is None:
+        return "genlab's chunked SSD scan in torch (mamba_ssm is not installed here)"
+    return "mamba_ssm's fused chunk scan (Triton)"
 
 
 def attention_pairs(patch_nums) -> dict:
@@ -91,11 +109,11 @@ def attention_pairs(patch_nums) -> dict:
 
 
 def _speed_row(patch_nums, batch: int, sizes: dict, repeats: int, seed: int, with_flops: bool = True,
-               mvar_depth: int | None = None) -> dict:
+               mvar_depth: int | None = None, device="cpu") -> dict:
     from ..modeling import count_parameters
 
-    tok, models = _models(patch_nums, **sizes, mvar_depth=mvar_depth)
-    calls = {name: _sampler(m, tok, batch, seed) for name, m in models.items()}
+    tok, models = _models(patch_nums, **sizes, mvar_depth=mvar_depth, device=device)
+    calls = {name: _sampler(m, tok, batch, seed, device) for name, m in models.items()}
     warm, timing = time_round_robin(calls, repeats)
     row = {"patch_nums": list(patch_nums), "num_tokens": models["VAR"].num_tokens, "batch_size": batch,
            "depth": {n: len(m.blocks) for n, m in models.items()},
@@ -106,7 +124,7 @@ def _speed_row(patch_nums, batch: int, sizes: dict, repeats: int, seed: int, wit
            "mvar_over_var_speed": ratio(timing["VAR"], timing["M-VAR"]),
            "attention_pairs": attention_pairs(patch_nums)}
     row["pair_ratio"] = row["attention_pairs"]["M-VAR"] / row["attention_pairs"]["VAR"]
-    row["mamba_seconds"] = _mamba_seconds(models["M-VAR"], calls["M-VAR"])
+    row["mamba_seconds"] = _mamba_seconds(models["M-VAR"], calls["M-VAR"], device)
     if with_flops:
         row["flops"] = {n: count_flops(c)[0] for n, c in calls.items()}
         row["flop_ratio"] = row["flops"]["M-VAR"] / row["flops"]["VAR"]
@@ -142,8 +160,8 @@ def _quality(var_path: str, mvar_path: str, num_samples: int, seeds) -> tuple[st
 def bench_mvar(var_path: str = "pipelines/var-digits", mvar_path: str = "pipelines/mvar-digits",
                hidden_size: int = 256, depth: int = 6, num_heads: int = 4, d_state: int = 64,
                mamba_headdim: int = 64, vocab_size: int = 4096, latent_channels: int = 32, batch_size: int = 16,
-               repeats: int = 3, num_samples: int = 200, seeds=(0, 1, 2), seed: int = 0, threads: int = 2,
-               out: str | None = "bench/mvar.md") -> dict:
+               repeats: int = 3, num_samples: int = 200, seeds=(0, 1, 2), seed: int = 0, device: str = "cpu",
+               threads: int = 2, out: str | None = "bench/mvar.md") -> dict:
     """Benchmark M-VAR vs VAR; see the module doc."""
     sizes = dict(hidden_size=check_positive_int(hidden_size, "hidden_size"), depth=check_positive_int(depth, "depth"),
                  num_heads=check_positive_int(num_heads, "num_heads"), d_state=check_positive_int(d_state, "d_state"),
@@ -160,16 +178,19 @@ def bench_mvar(var_path: str = "pipelines/var-digits", mvar_path: str = "pipelin
     num_samples = check_positive_int(num_samples, "num_samples")
     check_seed(seed)
     seeds = check_seeds(seeds)
+    dev = check_device(device)
     if bool(var_path) != bool(mvar_path):
         raise GenlabError("give both --var and --mvar pipelines for the quality runs, or neither ('') for speed only")
     arguments = dict(var_path=var_path, mvar_path=mvar_path, **sizes, batch_size=batch_size, repeats=repeats,
-                     num_samples=num_samples, seeds=seeds, seed=seed, threads=threads, out=out)
+                     num_samples=num_samples, seeds=seeds, seed=seed,
+                     device=device if dev.type != "cpu" else None, threads=threads, out=out)
     with torch_threads(threads):
         dataset, quality = _quality(var_path, mvar_path, num_samples, seeds) if var_path else (None, None)
-        speed = [_speed_row(p, b, sizes, repeats, seed) for p in (TINY, VAR_256) for b in sorted({1, batch_size})]
-        growth = [_speed_row(p, 1, sizes, repeats, seed, with_flops=False) for p in LADDER]
+        speed = [_speed_row(p, b, sizes, repeats, seed, device=dev) for p in (TINY, VAR_256)
+                 for b in sorted({1, batch_size})]
+        growth = [_speed_row(p, 1, sizes, repeats, seed, with_flops=False, device=dev) for p in LADDER]
         # the brief's comparison: equal parameters (M-VAR shallower), at L = 680
-        equal = [_speed_row(VAR_256, b, sizes, repeats, seed, mvar_depth=equal_parameter_depth(sizes))
+        equal = [_speed_row(VAR_256, b, sizes, repeats, seed, mvar_depth=equal_parameter_depth(sizes), device=dev)
                  for b in sorted({1, batch_size})]
 
     big = next(r for r in speed if r["num_tokens"] == sum(p * p for p in VAR_256) and r["batch_size"] == batch_size)
@@ -180,7 +201,8 @@ def bench_mvar(var_path: str = "pipelines/var-digits", mvar_path: str = "pipelin
         verdict["fd_at_or_below"] = m["fd_mean"] <= v["fd_mean"]
         verdict["fd_not_worse"] = m["fd_mean"] <= v["fd_mean"] + max(v["fd_std"], m["fd_std"])
     command = BENCH.command(arguments)
-    result = {"bench": "mvar", "command": command, "arguments": arguments, "machine": machine_info(threads),
+    result = {"bench": "mvar", "command": command, "arguments": arguments, "machine": machine_info(threads, dev),
+              "mamba_scan": mamba_scan_used(dev),
               "dataset": dataset, "speed": speed, "growth": growth, "equal_parameters": equal, "quality": quality,
               "verdict": verdict}
     if quality:
@@ -199,9 +221,11 @@ def bench_mvar(var_path: str = "pipelines/var-digits", mvar_path: str = "pipelin
 
 
 def _markdown(r: dict) -> str:
-    a = r["arguments"]
-    lines = ["# M-VAR bench: intra-scale attention + Mamba-2 vs VAR's block-causal attention", "",
+    a, gpu = r["arguments"], r["machine"].get("gpu")
+    lines = ["# M-VAR bench: intra-scale attention + Mamba-2 vs VAR's block-causal attention"
+             + (f" — GPU figures ({gpu})" if gpu else ""), "",
              f"Command: `{r['command']}`", "", machine_line(r["machine"]), "",
+             f"M-VAR's Mamba-2 scan in this run: {r['mamba_scan']}.", "",
              (f"Speed: random weights, equal depth {a['depth']} and width {a['hidden_size']} ({a['num_heads']} heads; "
               f"M-VAR's Mamba-2 d_state {a['d_state']}, head width {a['mamba_headdim']}), {a['vocab_size']} codes of "
               f"{a['latent_channels']} dims; token sampling with CFG {GUIDANCE} (the rows double) and top-p {TOP_P}, "
@@ -262,6 +286,7 @@ BENCH = Bench(
         NUM_SAMPLES,
         SEEDS,
         BenchArgument("--seed", "seed", "seed of the timed calls", int),
+        DEVICE,
         THREADS,
         OUT,
     ),

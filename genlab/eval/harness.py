@@ -87,6 +87,7 @@ REPEATS = BenchArgument("--repeats", "repeats", "timed calls per configuration, 
 OUT = BenchArgument("--out", "out", "markdown report file")
 NUM_SAMPLES = BenchArgument("--num-samples", "num_samples", "class-balanced samples per quality seed", int)
 SEEDS = BenchArgument("--seeds", "seeds", "sampling seeds of the quality runs (mean and spread reported)", int, "+")
+DEVICE = BenchArgument("--device", "device", "where the timed calls run: cpu, or cuda where a GPU is present", str)
 
 
 # ---------------------------------------------------------------- checks
@@ -113,6 +114,49 @@ def torch_threads(threads: int):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def check_device(device):
+    """`device` as a torch.device, cpu or an available CUDA GPU, else a one-line error."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise GenlabError(f"unknown device {device!r}; use cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise GenlabError(f"device {device!r} is not supported by the benches; use cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GenlabError(f"device {device!r}: no CUDA GPU is available here (torch.cuda.is_available() is False)")
+    return dev
+
+
+def device_clock(device) -> Callable[[], float]:
+    """A host clock that first waits for `device` (CUDA kernels run asynchronously, so a host timer alone would
+    time their launches, not their work); time.perf_counter on CPU."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return time.perf_counter
+
+    def clock() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return clock
+
+
+def synchronized(fn: Callable[[], Any], device) -> Callable[[], Any]:
+    """`fn` followed by a wait for `device`, so that timing the call times the device's work (fn itself on CPU)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+    return run
 
 
 # ---------------------------------------------------------------- timing

@@ -22,16 +22,22 @@ def load_expected(path: str, expected: str | tuple, flag: str):
     return pipe
 
 
-def machine_info(threads: int) -> dict:
+def machine_info(threads: int, device=None) -> dict:
+    """The machine a bench ran on; with a CUDA `device`, the GPU's name and CUDA version too."""
     import torch
 
-    return {"torch_threads": threads, "processor": platform.processor() or platform.machine(),
+    info = {"torch_threads": threads, "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
             "python": platform.python_version()}
+    if device is not None and torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
 
 
 def machine_line(m: dict) -> str:
-    return (f"Machine: {m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']}, torch threads: "
+    gpu = f"GPU: {m['gpu']} (CUDA {m['cuda']}), " if m.get("gpu") else ""
+    return (f"Machine: {gpu}{m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']}, torch threads: "
             f"{m['torch_threads']}, Python {m['python']}, {m['platform']}.")
 
 
