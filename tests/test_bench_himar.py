@@ -63,9 +63,16 @@ def test_bench_himar_fast_row_uses_the_shorter_head_chains(folders, tmp_path):
         assert fast["parts"]["backbone"]["calls"] == s["profiles"]["Hi-MAR"]["parts"]["backbone"]["calls"]
         ratio = statistics.median(s["times"]["MAR"]) / statistics.median(s["times"]["Hi-MAR fast"])
         assert s["fast_over_mar_speed"] == pytest.approx(ratio)
+        mar_fast = s["profiles"]["MAR fast"]  # MAR with the same 1-step MLP chain: 4 steps x 1 head pass
+        assert mar_fast["parts"]["head"]["calls"] == 4 * 1 and mar_fast["parts"]["backbone"]["calls"] == 4
+        ratio = statistics.median(s["times"]["MAR fast"]) / statistics.median(s["times"]["Hi-MAR fast"])
+        assert s["fast_over_mar_fast_speed"] == pytest.approx(ratio)
     q = res["quality"]["Hi-MAR fast"]
     assert q["sample"]["head_steps"] == 1 and q["sample"]["head2_steps"] == 2
-    assert {"fast_fd_below", "fast_fd_not_worse", "fast_not_slower"} <= set(res["verdict"])
+    assert res["quality"]["MAR fast"]["sample"]["head_steps"] == 1 and "head2_steps" not in res["quality"]["MAR fast"]["sample"]
+    assert {"fast_fd_below", "fast_fd_not_worse", "fast_not_slower", "fast_pair_fd_below", "fast_pair_fd_not_worse",
+            "fast_pair_not_slower"} <= set(res["verdict"])
+    assert "Against MAR fast" in res["markdown"]
     assert "Hi-MAR fast" in res["markdown"] and res["summary"]["extra"]["fast"]["sample"]["head2_steps"] == 2
 
 
