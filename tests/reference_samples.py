@@ -42,6 +42,9 @@ CALLS = {
     "tokenbridge-digits": ("tokenbridge-digits", dict(class_labels=[2, 6], num_inference_steps=8, guidance_scale=3.0)),
     "tokenbridge-fashion": ("tokenbridge-fashion", dict(class_labels=[1, 8], num_inference_steps=8,
                                                         guidance_scale=3.0)),
+    "himar-shapes-t2i": ("himar-shapes-t2i", dict(prompt=["a large red circle in the center",
+                                                           "a small blue star at the top left"],
+                                                   num_inference_steps=4, guidance_scale=3.0)),
     "ett-shapes": ("ett-shapes", dict(prompt=["a large red circle in the center", "a small blue star at the top left"],
                                       guidance_scale=3.0)),
 }

@@ -100,7 +100,10 @@ QUALITY_FLOORS = {"dit-digits": (50, 10, 0.80), "ddt-digits": (50, 10, 0.95), "d
                   # tokenbridge-fashion (64 levels) 86.2 ± 1.8 % over seeds 0-2 (200 samples; bench/tokenbridge.md)
                   "tokenbridge-fashion": (10, None, 0.70),
                   # shape accuracy of prompted samples: 26.3 / 19.8 % over 3 seeds of 200 (bench ett), chance 16.7 %
-                  "ett-shapes": (100, None, 0.12), "ett-shapes-frozen": (100, None, 0.10)}
+                  "ett-shapes": (100, None, 0.12), "ett-shapes-frozen": (100, None, 0.10),
+                  # himar-shapes-t2i (under-trained): shape 43.5 %, colour 100 % on 200 prompted samples (seed 0,
+                  # README); the shape floor sits well below that, above chance (16.7 %)
+                  "himar-shapes-t2i": (20, None, 0.25)}
 
 
 def test_every_shipped_pipeline_has_a_quality_floor():
@@ -132,8 +135,9 @@ def test_quality_floor_over_seeds(name):
         assert sum(colors) / 3 >= COLOR_FLOORS[name], (name, colors)
 
 
-# Floor on the mean colour accuracy over the same seeds and samples (unet-shapes-t2i: 100 % on 200, seed 0).
-COLOR_FLOORS = {"unet-shapes-t2i": 0.80}
+# Floor on the mean colour accuracy over the same seeds and samples (unet-shapes-t2i and himar-shapes-t2i: 100 % on
+# 200, seed 0).
+COLOR_FLOORS = {"unet-shapes-t2i": 0.80, "himar-shapes-t2i": 0.80}
 
 
 def test_tiny_pipeline_quality_floors():
