@@ -179,7 +179,8 @@ def test_text_and_video_recipes_build_their_unets(tmp_path):
     assert torch.isfinite(loss)
     t2v = build_recipe(load_recipe("unet-shapes-t2v", ["data.num_samples=8", "model.block_out_channels=[8, 16]"]))
     assert type(t2v.model).__name__ == "UNet3DConditionModel" and t2v.pipeline_class == "UNetVideoPipeline"
-    clip = {"video": torch.rand(2, 4, 3, 16, 16) * 2 - 1, "caption": ["a small red square moving left"] * 2,
+    assert t2v.model.config.in_channels == 4  # on the kl-shapes latents of each 32 px frame, not on pixels
+    clip = {"video": torch.rand(2, 4, 3, 32, 32) * 2 - 1, "caption": ["a small red square moving left"] * 2,
             "class_labels": torch.zeros(2, dtype=torch.long)}
     assert torch.isfinite(t2v.objective(t2v.model, clip, gen())["loss"])
 

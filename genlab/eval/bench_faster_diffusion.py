@@ -34,7 +34,8 @@ def _quality(pipe, dataset, num_samples, guidance, seeds, classifier, reals, key
 
     inputs, labels, attributes = evaluation_inputs(pipe, dataset, num_samples)
     images = {}
-    names = {"class_accuracy": "accuracy", "frechet_distance": "fd", "color_accuracy": "color_accuracy"}
+    names = {"class_accuracy": "accuracy", "frechet_distance": "fd", "color_accuracy": "color_accuracy",
+             "direction_accuracy": "direction_accuracy", "motion_consistency": "motion_consistency"}
 
     def measure(seed):
         extra = {} if key_steps is None else {"key_steps": key_steps, "parallel": True}
@@ -155,14 +156,18 @@ def _markdown(r: dict) -> str:
                 lo, hi = s["spread"][mode]
                 lines.append(f"| {s['batch_size']} | {mode} | {s['seconds'][mode]:.3f} ({lo:.3f}-{hi:.3f}) | "
                              f"{s['speedup'][mode]:.2f}× | {s['flop_ceiling'][mode]:.2f}× |")
-        lines += ["", "| key steps | K | class accuracy | colour accuracy | Fréchet distance | deviation from plain |",
-                  "|---|---|---|---|---|---|"]
+        video = any("direction_accuracy_mean" in q for q in row["quality"].values())
+        extra = " direction accuracy | motion consistency |" if video else ""
+        lines += ["", "| key steps | K | class accuracy | colour accuracy |" + extra + " Fréchet distance | "
+                  "deviation from plain |", "|---|---|---|---|" + "---|" * (2 * video) + "---|---|"]
+
+        def percent(q, key):
+            return f"{100 * q[key + '_mean']:.1f} ± {100 * q[key + '_std']:.1f} %" if key + "_mean" in q else "–"
         for name, q in row["quality"].items():
-            colour = (f"{100 * q['color_accuracy_mean']:.1f} ± {100 * q['color_accuracy_std']:.1f} %"
-                      if "color_accuracy_mean" in q else "–")
             deviation = f"{q['deviation_mean']:.4f}" if "deviation_mean" in q else "0"
-            lines.append(f"| {name} | {len(q['key_steps'])} | {100 * q['accuracy_mean']:.1f} ± "
-                         f"{100 * q['accuracy_std']:.1f} % | {colour} | {q['fd_mean']:.2f} ± {q['fd_std']:.2f} | "
+            motion = (f" {percent(q, 'direction_accuracy')} | {percent(q, 'motion_consistency')} |" if video else "")
+            lines.append(f"| {name} | {len(q['key_steps'])} | {percent(q, 'accuracy')} | "
+                         f"{percent(q, 'color_accuracy')} |{motion} {q['fd_mean']:.2f} ± {q['fd_std']:.2f} | "
                          f"{deviation} |")
         lines.append("")
         lines.append(f"statdp key steps: {row['quality']['statdp']['key_steps']}")

@@ -66,7 +66,14 @@ def evaluation_inputs(pipe, dataset: str, num_samples: int) -> tuple[dict, torch
         labels = torch.arange(num_samples) % num_classes
         return {"class_labels": labels.tolist()}, labels, None
     if "prompt" in conditioning:
-        test = load_dataset(dataset, split="test")
+        if getattr(pipe, "produces_video", False):  # prompted video: the test clips' captions ("... moving left")
+            try:
+                test = load_dataset(dataset, split="test", video=True, num_frames=pipe.config.num_frames)
+            except GenlabError as e:
+                raise GenlabError(f"{type(pipe).__name__} makes prompted clips, but the {dataset} data set has no "
+                                  f"captioned clips to prompt it with ({e})") from None
+        else:
+            test = load_dataset(dataset, split="test")
         if test.captions is None:
             raise GenlabError(f"{type(pipe).__name__} takes prompts, but the {dataset} data set has no captions to "
                               "prompt it with")
@@ -103,16 +110,26 @@ def evaluate_pipeline(path: str, dataset: str | None = None, num_samples: int = 
         "frechet_distance": scores["frechet_distance"], "reference_images": len(reals),
         "sampling_seconds": seconds,
     }
-    if "color_accuracy" in scores:
-        result["color_accuracy"] = scores["color_accuracy"]
+    for name in ("color_accuracy", "motion_consistency", "direction_accuracy"):
+        if name in scores:
+            result[name] = scores[name]
     return result
 
 
 def score_samples(fakes: torch.Tensor, labels: torch.Tensor, attributes: list | None, classifier, reals) -> dict:
     """class_accuracy and frechet_distance of samples in [-1, 1] (images, or clips scored frame by frame against
-    their clip's conditioning), and color_accuracy where the attributes name a colour."""
+    their clip's conditioning), color_accuracy where the attributes name a colour, and for clips whose attributes
+    name a direction (genlab's moving shapes) motion_consistency and direction_accuracy (genlab.eval.video)."""
     from . import class_accuracy, color_accuracy, frechet_distance
 
+    motion = {}
+    if fakes.dim() == 5 and attributes and all("direction" in a for a in attributes):
+        from .video import direction_accuracy, motion_consistency, shapes_min_travel, shapes_step_range
+
+        size, frames = fakes.shape[-1], fakes.shape[1]
+        motion = {"motion_consistency": motion_consistency(fakes, shapes_step_range(size)),
+                  "direction_accuracy": direction_accuracy(fakes, [a["direction"] for a in attributes],
+                                                           shapes_min_travel(size, frames))}
     if fakes.dim() == 5:
         frames = fakes.shape[1]
         fakes, labels = fakes.flatten(0, 1), labels.repeat_interleave(frames)
@@ -121,7 +138,7 @@ def score_samples(fakes: torch.Tensor, labels: torch.Tensor, attributes: list | 
               "frechet_distance": frechet_distance(reals, fakes, classifier)}
     if attributes and all("color" in a for a in attributes):
         scores["color_accuracy"] = color_accuracy(fakes, [a["color"] for a in attributes])
-    return scores
+    return {**scores, **motion}
 
 
 def evaluate_tokenizer(path: str, dataset: str | None = None, batch_size: int = 100) -> dict:
