@@ -78,8 +78,10 @@ def test_shipped_pipeline_loads_with_diffusers_and_samples(folder):
 # it while a broken sampler (wrong times, wrong guidance, wrong temperature) lands far below it.
 # Video pipelines: name -> (clips per seed, steps, floor on the mean per-frame shape accuracy over seeds 0, 1, 2,
 # floor on the mean direction accuracy of prompted clips or None); see test_video_quality. nar-shapes-video is
-# under-trained (18.8 % of frames, chance 16.7 %; README): its floor catches a broken sampler only.
-VIDEO_FLOORS = {"nar-shapes-video": (100, None, 0.10, None)}
+# under-trained (18.8 % of frames, chance 16.7 %; README): its floor catches a broken sampler only. unet-shapes-t2v
+# draws the prompted shape in 93.4 % of frames (200 clips, DDIM-50, seed 0) but moves in the prompted direction in
+# only 13.5 % of clips (chance 12.5 %; README), so it has no direction floor yet.
+VIDEO_FLOORS = {"nar-shapes-video": (100, None, 0.10, None), "unet-shapes-t2v": (10, 20, 0.70, None)}
 # Captioning pipelines: floor on the attribute accuracy of greedy captions of the first 200 test images (shipped:
 # ett-shapes 92.8 %, ett-shapes-frozen 79.7 % on 500). Their text-to-image is under-trained (README), so their
 # generation floors in QUALITY_FLOORS sit at chance (16.7 % for 6 shapes): they catch a broken sampler only.

@@ -75,7 +75,7 @@ def test_eval_prompts_video_pipelines_with_clip_captions_and_scores_direction():
 
     inputs, labels, attributes = evaluation_inputs(PromptedVideo(), "shapes", 20)
     assert all(" moving " in p for p in inputs["prompt"]) and len(attributes) == 20
-    real = load_dataset("shapes", "test", image_size=16, video=True, num_frames=4)
+    real = load_dataset("shapes", "test", video=True, num_frames=4)  # 32 px, as unet-shapes-t2v decodes
     assert inputs["prompt"] == real.captions[:20]  # the test clips' captions, in order
     videos = real.videos[:20]
     scores = score_samples(videos, labels, attributes, load_classifier("shapes"), real_reference("shapes"))
