@@ -62,16 +62,18 @@ def test_direction_measure_rejects_bad_input():
         direction_accuracy(x[0], ["left", "up"], 1.0)
 
 
+class PromptedVideo:
+    """What evaluation_inputs reads of a prompted video pipeline: its conditioning, video flag and clip length."""
+    produces_video = True
+    config = type("Config", (), {"num_frames": 4})()
+
+    def conditioning_inputs(self):
+        return ("prompt",)
+
+
 def test_eval_prompts_video_pipelines_with_clip_captions_and_scores_direction():
     from genlab.eval import load_classifier, real_reference
     from genlab.eval.runner import evaluation_inputs, score_samples
-
-    class PromptedVideo:  # what evaluation_inputs reads of a pipeline: its conditioning, video flag and frames
-        produces_video = True
-        config = type("Config", (), {"num_frames": 4})()
-
-        def conditioning_inputs(self):
-            return ("prompt",)
 
     inputs, labels, attributes = evaluation_inputs(PromptedVideo(), "shapes", 20)
     assert all(" moving " in p for p in inputs["prompt"]) and len(attributes) == 20
@@ -88,13 +90,6 @@ def test_eval_prompts_video_pipelines_with_clip_captions_and_scores_direction():
 
 def test_eval_says_when_a_data_set_has_no_clips():
     from genlab.eval.runner import evaluation_inputs
-
-    class PromptedVideo:
-        produces_video = True
-        config = type("Config", (), {"num_frames": 4})()
-
-        def conditioning_inputs(self):
-            return ("prompt",)
 
     with pytest.raises(GenlabError, match="no captioned clips"):
         evaluation_inputs(PromptedVideo(), "digits", 4)
