@@ -160,6 +160,44 @@ def test_a_class_recipe_trains_saves_and_loads_as_diffusers_unet(tmp_path):
     assert images.shape == (2, 1, 8, 8)
 
 
+def test_init_goes_on_training_a_saved_unet_pipeline(tmp_path):
+    import yaml
+
+    from genlab import registry
+    from genlab.training.recipe import load_recipe, run_recipe
+
+    quick = {"steps": 2, "batch_size": 8, "checkpoint_every": 2, "lr": 1.0e-3}
+    base = load_recipe("unet-digits", ["train.steps=2", "train.batch_size=8", "train.checkpoint_every=2",
+                                       "data.image_size=8", "sample={}", *TINY_2D])
+    run_recipe(base, str(tmp_path / "first"), str(tmp_path / "run-first"))
+    first = DiffusionPipeline.from_pretrained(tmp_path / "first")
+
+    def recipe(name, **changes):
+        spec = {"kind": "unet", "init": str(tmp_path / "first"), "data": dict(base["data"]), "train": quick,
+                **changes}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return load_recipe(str(path))
+
+    builder = registry.recipe_kind("unet")(recipe("more"))
+    start = builder.model.state_dict()
+    assert all(torch.equal(start[k], v) for k, v in first.unet.state_dict().items())  # starts from the folder
+    run_recipe(recipe("more"), str(tmp_path / "more"), str(tmp_path / "run-more"))
+    more = DiffusionPipeline.from_pretrained(tmp_path / "more")
+    def config(unet):
+        return {k: v for k, v in unet.config.items() if k != "_name_or_path"}
+    assert config(more.unet) == config(first.unet)
+    assert not all(torch.equal(a, b) for a, b in zip(more.unet.state_dict().values(),
+                                                      first.unet.state_dict().values()))  # and trains on
+    with pytest.raises(GenlabError, match="leave out the model and tokenizer sections"):
+        registry.recipe_kind("unet")(recipe("model", model={"layers_per_block": 2}))
+    with pytest.raises(GenlabError, match="denoises 1 x 8 px latents"):
+        registry.recipe_kind("unet")(recipe("size", data={**base["data"], "image_size": 16}))
+    with pytest.raises(GenlabError, match="holds a UNetPipeline; this recipe's data need a UNetVideoPipeline"):
+        registry.recipe_kind("unet")(recipe("video", data={"name": "shapes", "split": "train", "video": True,
+                                                           "num_frames": 2, "num_samples": 8}))
+
+
 def test_text_and_video_recipes_build_their_unets(tmp_path):
     from genlab import registry
     from genlab.training.recipe import load_recipe

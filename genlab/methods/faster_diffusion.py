@@ -13,8 +13,9 @@ UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "UNet3DConditionModel")
 class UNetBuilder(PipelineBuilder):
     """kind: unet — `model: {class: UNet2DModel | UNet2DConditionModel | UNet3DConditionModel, <its config>}`, the
     diffusers class itself with the sizes, channels and conditioning filled in from the data, the tokenizer and
-    (text UNets) the MiniLM text encoder; `scheduler:` is the DDPM chain it trains on (saved as a DDIMScheduler
-    for sampling). Saved as a UNetPipeline, or a UNetVideoPipeline for clips."""
+    (text UNets) the MiniLM text encoder; or `init: <pipeline folder>` to go on training a saved UNet pipeline.
+    `scheduler:` is the DDPM chain it trains on (saved as a DDIMScheduler for sampling). Saved as a UNetPipeline,
+    or a UNetVideoPipeline for clips."""
 
     objective_type = "noise_prediction"
 
@@ -29,6 +30,8 @@ class UNetBuilder(PipelineBuilder):
     def build_model(self, spec: dict):
         import diffusers
 
+        if self.recipe.get("init"):
+            return self.model_from(self.recipe["init"], spec)
         if "preset" in spec:
             raise GenlabError("model.preset: a unet recipe names diffusers' config entries themselves")
         name = spec.pop("class", "UNet3DConditionModel" if self.video else "UNet2DModel")
@@ -56,6 +59,30 @@ class UNetBuilder(PipelineBuilder):
             fixed["cross_attention_dim"] = self.text_encoder.hidden_size
         spec = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
         return cls(**{**spec, **fixed})
+
+    def model_from(self, init: str, spec: dict):
+        """`init: <pipeline folder>`: go on training that pipeline's UNet, with its tokenizer and text encoder (a
+        fresh optimizer, warm-up and schedule), on this recipe's data."""
+        from ..pipelines.loading import load_pipeline
+
+        if spec or "tokenizer" in self.recipe:
+            raise GenlabError("a unet recipe with init: takes its UNet and tokenizer from that folder; leave out the "
+                              "model and tokenizer sections")
+        pipe = load_pipeline(init)
+        if type(pipe).__name__ != self.pipeline_class:
+            raise GenlabError(f"init: {init} holds a {type(pipe).__name__}; this recipe's data need a "
+                              f"{self.pipeline_class}")
+        unet, self.tokenizer, self.text_encoder = pipe.unet, pipe.image_tokenizer, pipe.text_encoder
+        c, h, _ = self.tokenizer.latent_shape(self.dataset.image_size)
+        if (unet.config.in_channels, unet.config.sample_size) != (c, h):
+            raise GenlabError(f"init: {init} denoises {unet.config.in_channels} x {unet.config.sample_size} px "
+                              f"latents; this recipe's {self.dataset.image_size} px data make {c} x {h}")
+        if self.text_encoder is None and unet.config.num_class_embeds != self.dataset.num_classes + 1:
+            raise GenlabError(f"init: {init} has {unet.config.num_class_embeds - 1} classes; the "
+                              f"{self.dataset.name} data set has {self.dataset.num_classes}")
+        if self.text_encoder is not None and self.dataset.captions is None:
+            raise GenlabError(f"init: {init} is text-conditioned; the {self.dataset.name} data set has no captions")
+        return unet.train()
 
     def make_objective(self, objective_cls, spec: dict):
         from diffusers import DDIMScheduler, DDPMScheduler
