@@ -34,14 +34,13 @@ def _quality(pipe, dataset, num_samples, guidance, seeds, classifier, reals, key
 
     inputs, labels, attributes = evaluation_inputs(pipe, dataset, num_samples)
     images = {}
-    names = {"class_accuracy": "accuracy", "frechet_distance": "fd", "color_accuracy": "color_accuracy",
-             "direction_accuracy": "direction_accuracy", "motion_consistency": "motion_consistency"}
+    names = {"class_accuracy": "accuracy", "frechet_distance": "fd"}  # the other scores keep their names
 
     def measure(seed):
         extra = {} if key_steps is None else {"key_steps": key_steps, "parallel": True}
         fakes = generate(pipe, inputs, STEPS, guidance, seed, 100, **extra)
         images[seed] = fakes
-        out = {names[k]: v for k, v in score_samples(fakes, labels, attributes, classifier, reals).items()}
+        out = {names.get(k, k): v for k, v in score_samples(fakes, labels, attributes, classifier, reals).items()}
         if plain is not None:
             out["deviation"] = float((fakes - plain[seed]).abs().mean())
         return out
